@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from django.db import connection
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from broker.celery import app as celery_app
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except Exception:
+        return False
+
+
+def _broker_ok() -> bool:
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return True
+    except Exception:
+        return False
+
+
+class HealthView(APIView):
+    """Liveness of the web process and its two dependencies. No token needed."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list[type] = []
+
+    @extend_schema(
+        responses=inline_serializer(
+            "Health",
+            {"status": serializers.CharField(), "database": serializers.CharField(), "broker": serializers.CharField()},
+        )
+    )
+    def get(self, request: Request) -> Response:
+        database, broker = _database_ok(), _broker_ok()
+        body = {
+            "status": "ok" if database and broker else "unavailable",
+            "database": "ok" if database else "unavailable",
+            "broker": "ok" if broker else "unavailable",
+        }
+        return Response(body, status=200 if database and broker else 503)

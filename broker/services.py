@@ -1,0 +1,121 @@
+"""Writes to core reference data: customers, tickers, API users and their tokens."""
+
+from __future__ import annotations
+
+import csv
+import secrets
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractUser
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from broker.exceptions import ApplicationError
+from broker.models import Customer, Ticker
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+PRICES_DIR = DATA_DIR / "prices"
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotClose:
+    symbol: str
+    close: Decimal
+    date: date
+
+
+def snapshot_last_close(symbol: str) -> SnapshotClose:
+    """The last daily close in the shipped price file of `symbol` (the exact string Yahoo gave)."""
+    with (PRICES_DIR / f"{symbol}.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    last = rows[-1] if rows else None
+    if last is None:
+        raise ApplicationError(f"no prices shipped for {symbol}")
+    return SnapshotClose(symbol=symbol, close=Decimal(last["close"]), date=date.fromisoformat(last["date"]))
+
+
+def snapshot_symbols() -> list[str]:
+    return sorted(path.stem for path in PRICES_DIR.glob("*.csv"))
+
+
+def snapshot_reference() -> dict[str, dict[str, str]]:
+    with (DATA_DIR / "tickers.csv").open(newline="") as handle:
+        return {row["symbol"]: row for row in csv.DictReader(handle)}
+
+
+@transaction.atomic
+def ticker_upsert(*, symbol: str, name: str, exchange: str, reference_price: Decimal, reference_date: date) -> Ticker:
+    ticker, _ = Ticker.objects.update_or_create(
+        symbol=symbol,
+        defaults={
+            "name": name,
+            "exchange": exchange,
+            "reference_price": reference_price.quantize(Decimal("0.0001")),
+            "reference_date": reference_date,
+        },
+    )
+    return ticker
+
+
+@transaction.atomic
+def customer_upsert(*, customer_id: str, name: str, email: str, initial_funds: Decimal) -> Customer:
+    """Create the customer, or leave an existing one as it is (its funds may have history by now)."""
+    customer, _ = Customer.objects.get_or_create(
+        customer_id=customer_id, defaults={"name": name, "email": email, "initial_funds": initial_funds}
+    )
+    return customer
+
+
+@transaction.atomic
+def api_token_for_customer(*, customer_id: str, rotate: bool = False) -> Token:
+    """The API token of the customer's client user, creating user and token on first use."""
+    customer = Customer.objects.select_for_update().filter(customer_id=customer_id).first()
+    if customer is None:
+        raise ApplicationError(f"Unknown customer {customer_id!r}.", field="customerId")
+    if customer.user is None:
+        user_model = get_user_model()
+        user, _ = user_model.objects.get_or_create(
+            username=f"client-{customer_id}", defaults={"email": customer.email, "is_staff": False}
+        )
+        user.set_unusable_password()
+        user.save()
+        customer.user = user
+        customer.save(update_fields=["user"])
+    return _token(customer.user, rotate=rotate)
+
+
+@transaction.atomic
+def api_token_for_staff(*, username: str, rotate: bool = False) -> Token:
+    user_model = get_user_model()
+    user, created = user_model.objects.get_or_create(username=username, defaults={"is_staff": True})
+    if created:
+        user.set_unusable_password()
+        user.save()
+    elif not user.is_staff:
+        raise ApplicationError(f"User {username!r} exists and is not staff.", field="username")
+    return _token(user, rotate=rotate)
+
+
+def _token(user: AbstractUser, *, rotate: bool) -> Token:
+    if rotate:
+        Token.objects.filter(user=user).delete()
+    token, _ = Token.objects.get_or_create(user=user)
+    return token
+
+
+@transaction.atomic
+def staff_superuser_ensure(*, username: str, password: str | None) -> tuple[AbstractUser, str | None]:
+    """Create the staff superuser once. Returns the password only when this call generated it."""
+    user_model = get_user_model()
+    user = user_model.objects.filter(username=username).first()
+    if user is not None:
+        return user, None
+    generated = None
+    if not password:
+        password = generated = secrets.token_urlsafe(12)
+    user = user_model.objects.create_superuser(username=username, email=f"{username}@broker.local", password=password)
+    return user, generated

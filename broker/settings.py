@@ -1,0 +1,239 @@
+"""Settings, all from the environment (12-factor). See README.md "Configuration" for every variable."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from decimal import Decimal
+from pathlib import Path
+
+import dj_database_url
+from kombu import Queue
+
+from broker import embedded
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+VAR_DIR = Path(os.environ.get("BROKER_VAR_DIR", BASE_DIR / "var")).resolve()
+EMBEDDED = embedded.EmbeddedPaths(VAR_DIR)
+
+
+def _secret_key() -> str:
+    if key := os.environ.get("DJANGO_SECRET_KEY"):
+        return key
+    # A per-checkout key kept in var/, so sessions survive restarts without a key in git.
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
+CSRF_TRUSTED_ORIGINS = [f"http://{host}:8000" for host in ALLOWED_HOSTS]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "channels",
+    "broker",
+    "pools",
+    "orders",
+    "settlement",
+    "reporting",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "broker.urls"
+ASGI_APPLICATION = "broker.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------------
+# DATABASE_URL wins; otherwise the embedded Postgres under var/ is started (or attached to) here,
+# before Django reads DATABASES, which is the one place every entry point passes through.
+DATABASE_URL = os.environ.get("DATABASE_URL") or embedded.start_postgres(EMBEDDED)
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+DATABASES["default"].setdefault("TEST", {})
+if test_name := os.environ.get("BROKER_TEST_DATABASE_NAME"):
+    DATABASES["default"]["TEST"]["NAME"] = test_name
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: Celery broker and the Channels layer -----------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL") or embedded.redis_url(EMBEDDED)
+
+
+def _celery_url(redis_url: str, db: int) -> str:
+    # Celery (kombu) spells a unix socket `redis+socket://`; redis-py and channels-redis `unix://`.
+    if redis_url.startswith("unix://"):
+        return f"redis+socket://{redis_url.removeprefix('unix://').split('?')[0]}?virtual_host={db}"
+    base = redis_url.rstrip("/")
+    if base.count("/") > 2:  # a database number is already given: replace it
+        base = base.rsplit("/", 1)[0]
+    return f"{base}/{db}"
+
+
+def _channels_host(redis_url: str, db: int) -> str:
+    if redis_url.startswith("unix://"):
+        return f"{redis_url.split('?')[0]}?db={db}"
+    base = redis_url.rstrip("/")
+    if base.count("/") > 2:
+        base = base.rsplit("/", 1)[0]
+    return f"{base}/{db}"
+
+
+# Separate Redis databases so a test run or a second stack can be given its own numbers.
+REDIS_DB_BASE = env_int("REDIS_DB_BASE", 0)
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or _celery_url(REDIS_URL, REDIS_DB_BASE + 1)
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or _celery_url(REDIS_URL, REDIS_DB_BASE + 2)
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [_channels_host(REDIS_URL, REDIS_DB_BASE + 3)],
+            "capacity": 5000,
+            "expiry": 30,
+        },
+    }
+}
+
+# --- Celery -------------------------------------------------------------------------------------
+# At-least-once delivery: a task is acknowledged after it ran, and re-delivered when its worker dies.
+# Every task is therefore idempotent (see orders/tasks.py).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_TIME_LIMIT = 120
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TASK_DEFAULT_QUEUE = "orders"
+BROKER_QUEUES = ("orders", "lit", "dark", "settlement", "marketdata", "reporting")
+CELERY_TASK_QUEUES = [Queue(name) for name in BROKER_QUEUES]
+# Publishing must not hang an HTTP request when the broker is down; the sweeper re-drives the order.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
+
+# --- Auth and API -------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/admin/login/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["broker.api.parsers.DecimalJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "broker.api.pagination.PageNumberPagination",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "broker.api.exceptions.exception_handler",
+    "COERCE_DECIMAL_TO_STRING": True,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Broker back office API",
+    "DESCRIPTION": "Order entry, trades and the live fill stream of the broker back office.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI assets from the sidecar package: no CDN at run time.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Trading ------------------------------------------------------------------------------------
+MAX_CHILD_QUANTITY = env_int("MAX_CHILD_QUANTITY", 1000)
+MAX_ORDER_QUANTITY = env_int("MAX_ORDER_QUANTITY", 1_000_000)
+# Orders at least this large try the dark pools first (when the NBBO midpoint is inside the limit).
+DARK_MIN_ORDER_QUANTITY = env_int("DARK_MIN_ORDER_QUANTITY", 2000)
+# Simulated liquidity providers: same seed, same books, so a demo or a test is reproducible.
+LIQUIDITY_SEED = env_int("LIQUIDITY_SEED", 20240308)
+# Orders left in New / children left unsent longer than this are re-driven by the sweeper.
+SWEEP_AFTER_SECONDS = env_int("SWEEP_AFTER_SECONDS", 10)
+TRADE_FEE_PLACES = Decimal("0.01")
+
+# --- I18N, static ---------------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"pgserver": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
+}

@@ -1,0 +1,17 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from broker.api.views import HealthView
+
+admin.site.site_header = "Broker back office"
+admin.site.site_title = "Broker back office"
+admin.site.index_title = "Back-office records"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/health", HealthView.as_view(), name="health"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/", include("orders.api.urls")),
+]

@@ -1,0 +1,168 @@
+"""Output shapes of orders, child orders and trades (camelCase, money as decimal strings)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from orders.models import ChildOrder, Order, Trade
+
+CENT = Decimal("0.01")
+
+
+def format_price(value: Decimal | None) -> str | None:
+    """Cents when the price is on the cent ("161.90"), else up to four places (dark midpoints)."""
+    if value is None:
+        return None
+    if value == value.quantize(CENT):
+        return str(value.quantize(CENT))
+    return str(value.quantize(Decimal("0.0001")).normalize())
+
+
+def format_time(value: datetime | None) -> str | None:
+    """ISO 8601 UTC with milliseconds, as in the seed output: 2022-01-31T17:41:34.884Z."""
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+class PriceField(serializers.Field):  # type: ignore[type-arg]
+    def to_representation(self, value: Decimal | None) -> str | None:
+        return format_price(value)
+
+
+class TimeField(serializers.Field):  # type: ignore[type-arg]
+    def to_representation(self, value: datetime | None) -> str | None:
+        return format_time(value)
+
+
+class TradeOutputSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """One fill, in the seed's output shape."""
+
+    customerId = serializers.CharField(source="customer.customer_id")
+    direction = serializers.CharField()
+    ticker = serializers.CharField(source="ticker.symbol")
+    type = serializers.CharField(source="order.order_type")
+    quantity = serializers.IntegerField()
+    price = PriceField()
+    orderId = serializers.UUIDField(source="order.order_id")
+    orderDate = TimeField(source="order.created_at")
+    initialQuantity = serializers.IntegerField(source="order.quantity")
+    split = serializers.SerializerMethodField()
+    tradeId = serializers.UUIDField(source="trade_id")
+    exchange = serializers.CharField(source="pool.name")
+    exchangeType = serializers.CharField(source="pool.exchange_type")
+    tradeDate = TimeField(source="trade_date")
+    fee = serializers.DecimalField(max_digits=18, decimal_places=2)
+    settlementDate = TimeField(source="settlement_date")
+
+    class Meta:
+        model = Trade
+        fields = [
+            "customerId",
+            "direction",
+            "ticker",
+            "type",
+            "quantity",
+            "price",
+            "orderId",
+            "orderDate",
+            "initialQuantity",
+            "split",
+            "tradeId",
+            "exchange",
+            "exchangeType",
+            "tradeDate",
+            "fee",
+            "settlementDate",
+        ]
+
+    def get_split(self, trade: Trade) -> str:
+        return "Yes" if trade.order.quantity > settings.MAX_CHILD_QUANTITY else "No"
+
+
+class ChildOrderOutputSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    childIndex = serializers.IntegerField(source="index")
+    quantity = serializers.IntegerField()
+    filledQuantity = serializers.IntegerField(source="filled_quantity")
+    status = serializers.CharField()
+    exchange = serializers.CharField(source="pool.name", default=None)
+    exchangeType = serializers.CharField(source="pool.exchange_type", default=None)
+    venueTimeInForce = serializers.CharField(source="venue_time_in_force")
+    routeReason = serializers.CharField(source="route_reason")
+    venuesTried = serializers.ListField(source="venues_tried", child=serializers.CharField())
+
+    class Meta:
+        model = ChildOrder
+        fields = [
+            "childIndex",
+            "quantity",
+            "filledQuantity",
+            "status",
+            "exchange",
+            "exchangeType",
+            "venueTimeInForce",
+            "routeReason",
+            "venuesTried",
+        ]
+
+
+class OrderOutputSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    orderId = serializers.UUIDField(source="order_id")
+    customerId = serializers.CharField(source="customer.customer_id")
+    direction = serializers.CharField()
+    ticker = serializers.CharField(source="ticker.symbol")
+    type = serializers.CharField(source="order_type")
+    quantity = serializers.IntegerField()
+    price = PriceField()
+    timeInForce = serializers.CharField(source="time_in_force")
+    clientOrderId = serializers.CharField(source="client_order_id", allow_null=True)
+    orderDate = TimeField(source="created_at")
+    status = serializers.CharField()
+    filledQuantity = serializers.IntegerField(source="filled_quantity")
+    averagePrice = PriceField(source="average_price")
+    fees = serializers.DecimalField(max_digits=18, decimal_places=2)
+    sequence = serializers.IntegerField()
+    rejectReason = serializers.CharField(source="reject_reason")
+    updated = TimeField(source="updated_at")
+
+    class Meta:
+        model = Order
+        fields = [
+            "orderId",
+            "customerId",
+            "direction",
+            "ticker",
+            "type",
+            "quantity",
+            "price",
+            "timeInForce",
+            "clientOrderId",
+            "orderDate",
+            "status",
+            "filledQuantity",
+            "averagePrice",
+            "fees",
+            "sequence",
+            "rejectReason",
+            "updated",
+        ]
+
+
+class OrderDetailOutputSerializer(OrderOutputSerializer):
+    childOrders = ChildOrderOutputSerializer(source="children", many=True)
+    trades = serializers.SerializerMethodField()
+
+    class Meta(OrderOutputSerializer.Meta):
+        fields = [*OrderOutputSerializer.Meta.fields, "childOrders", "trades"]
+
+    def get_trades(self, order: Order) -> list[dict[str, Any]]:
+        trades = order.trades.select_related("pool", "customer", "ticker").order_by("id")
+        for trade in trades:
+            trade.order = order  # already loaded; saves a query per trade
+        return TradeOutputSerializer(trades, many=True).data  # type: ignore[return-value]

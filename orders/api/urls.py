@@ -1,0 +1,10 @@
+from django.urls import path
+
+from orders.api import views
+
+urlpatterns = [
+    path("orders", views.OrderListCreateView.as_view(), name="orders"),
+    path("orders/<uuid:order_id>", views.OrderDetailView.as_view(), name="order-detail"),
+    path("orders/<uuid:order_id>/cancel", views.OrderCancelView.as_view(), name="order-cancel"),
+    path("trades", views.TradeListView.as_view(), name="trades"),
+]

@@ -1,0 +1,132 @@
+"""Order and trade endpoints: validate -> service -> serialize. Clients see only their own customer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from broker.exceptions import NotFound
+from broker.selectors import customer_for_action, customer_of_user, is_staff, ticker_by_symbol
+from orders import services
+from orders.api.serializers import OrderDetailOutputSerializer, OrderOutputSerializer, TradeOutputSerializer
+from orders.models import Direction, Order, OrderStatus, Trade
+from orders.validation import parse_order_request
+
+SEED_ORDER = {
+    "customerId": "000002",
+    "direction": "Buy",
+    "ticker": "COIN",
+    "type": "Limit",
+    "quantity": 8614,
+    "price": "250.00",
+    "timeInForce": "Day",
+    "clientOrderId": "abc-1",
+}
+
+
+def visible_to(user: Any, queryset: QuerySet[Any]) -> QuerySet[Any]:
+    """Staff see everything; a client only its own customer's rows."""
+    if is_staff(user):
+        return queryset
+    customer = customer_of_user(user)
+    return queryset.filter(customer=customer) if customer else queryset.none()
+
+
+class OrderFilter(django_filters.FilterSet):
+    customerId = django_filters.CharFilter(field_name="customer__customer_id")
+    ticker = django_filters.CharFilter(field_name="ticker__symbol", lookup_expr="iexact")
+    status = django_filters.ChoiceFilter(choices=OrderStatus.choices)
+    direction = django_filters.ChoiceFilter(choices=Direction.choices)
+    dateFrom = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    dateTo = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Order
+        fields: list[str] = []
+
+
+class TradeFilter(django_filters.FilterSet):
+    customerId = django_filters.CharFilter(field_name="customer__customer_id")
+    orderId = django_filters.UUIDFilter(field_name="order__order_id")
+    ticker = django_filters.CharFilter(field_name="ticker__symbol", lookup_expr="iexact")
+    exchangeType = django_filters.ChoiceFilter(
+        field_name="pool__kind", choices=[("LitPool", "LitPool"), ("DarkPool", "DarkPool")], method="by_exchange_type"
+    )
+    exchange = django_filters.CharFilter(field_name="pool__name", lookup_expr="iexact")
+    dateFrom = django_filters.IsoDateTimeFilter(field_name="trade_date", lookup_expr="gte")
+    dateTo = django_filters.IsoDateTimeFilter(field_name="trade_date", lookup_expr="lt")
+
+    class Meta:
+        model = Trade
+        fields: list[str] = []
+
+    def by_exchange_type(self, queryset: QuerySet[Trade], name: str, value: str) -> QuerySet[Trade]:
+        return queryset.filter(pool__kind="Lit" if value == "LitPool" else "Dark")
+
+
+class OrderListCreateView(generics.ListAPIView):  # type: ignore[type-arg]
+    serializer_class = OrderOutputSerializer
+    filterset_class = OrderFilter
+
+    def get_queryset(self) -> QuerySet[Order]:
+        return visible_to(self.request.user, Order.objects.select_related("customer", "ticker")).order_by("-sequence")
+
+    @extend_schema(
+        request=dict,
+        responses={201: OrderOutputSerializer, 200: OrderOutputSerializer},
+        examples=[OpenApiExample("The seed order", value=SEED_ORDER, request_only=True)],
+        description="Place an order. Replaying the same clientOrderId and body returns the original (200); "
+        "the same clientOrderId with another body is 409.",
+    )
+    def post(self, request: Request) -> Response:
+        order_request = parse_order_request(request.data)
+        customer = customer_for_action(user=request.user, customer_id=order_request.customer_id)
+        ticker = ticker_by_symbol(symbol=order_request.ticker)
+        placement = services.order_place(request=order_request, customer=customer, ticker=ticker, actor=request.user)
+        return Response(
+            OrderOutputSerializer(placement.order).data,
+            status=status.HTTP_201_CREATED if placement.created else status.HTTP_200_OK,
+        )
+
+
+def _visible_order(request: Request, order_id: str) -> Order:
+    order = (
+        visible_to(request.user, Order.objects.select_related("customer", "ticker"))
+        .prefetch_related("children__pool")
+        .filter(order_id=order_id)
+        .first()
+    )
+    if order is None:
+        raise NotFound(f"No order {order_id}.")
+    return order
+
+
+class OrderDetailView(APIView):
+    @extend_schema(responses=OrderDetailOutputSerializer)
+    def get(self, request: Request, order_id: str) -> Response:
+        return Response(OrderDetailOutputSerializer(_visible_order(request, order_id)).data)
+
+
+class OrderCancelView(APIView):
+    @extend_schema(request=None, responses=OrderOutputSerializer)
+    def post(self, request: Request, order_id: str) -> Response:
+        order = _visible_order(request, order_id)
+        cancelled = services.order_cancel(order_id=order.pk, actor=request.user)
+        return Response(OrderOutputSerializer(cancelled).data)
+
+
+class TradeListView(generics.ListAPIView):  # type: ignore[type-arg]
+    serializer_class = TradeOutputSerializer
+    filterset_class = TradeFilter
+
+    def get_queryset(self) -> QuerySet[Trade]:
+        return visible_to(
+            self.request.user, Trade.objects.select_related("order", "customer", "ticker", "pool")
+        ).order_by("-id")

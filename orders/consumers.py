@@ -1,0 +1,52 @@
+"""`/ws/fills/`: the live fill stream. Clients get their own customer's fills, staff get every fill."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from orders import streaming
+
+UNAUTHENTICATED = 4401
+FORBIDDEN = 4403
+
+
+class FillsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    groups: list[str] = []
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=UNAUTHENTICATED)
+            return
+        group = await self._group_for(user)
+        if group is None:
+            await self.close(code=FORBIDDEN)
+            return
+        self.subscribed = group
+        await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept()
+        await self.send_json({"type": "subscribed", "scope": "all" if group == streaming.STAFF_GROUP else group})
+
+    async def disconnect(self, code: int) -> None:
+        if group := getattr(self, "subscribed", None):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        # The stream is one-way; answer pings so clients can check liveness.
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"type": "pong"})
+
+    async def fills_message(self, event: dict[str, Any]) -> None:
+        await self.send_json(event["payload"])
+
+    @database_sync_to_async
+    def _group_for(self, user: Any) -> str | None:
+        if user.is_staff:
+            return streaming.STAFF_GROUP
+        from broker.models import Customer
+
+        customer_id = Customer.objects.filter(user=user).values_list("customer_id", flat=True).first()
+        return streaming.customer_group(customer_id) if customer_id else None

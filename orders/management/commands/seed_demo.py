@@ -1,0 +1,84 @@
+"""Demo data: customers 000001-000010, the shipped tickers, the venues and their liquidity. Idempotent."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from broker import services as broker_services
+from pools import services as pool_services
+from pools.models import PoolKind
+
+CUSTOMERS = [
+    ("000001", "Aldgate Capital Partners", "1000000.00"),
+    ("000002", "Bishopsgate Asset Management", "5000000.00"),
+    ("000003", "Cheapside Family Office", "750000.00"),
+    ("000004", "Drury Lane Pension Fund", "10000000.00"),
+    ("000005", "Eastcheap Growth Fund", "2500000.00"),
+    ("000006", "Fenchurch Quant Strategies", "3000000.00"),
+    ("000007", "Gracechurch Endowment", "1500000.00"),
+    ("000008", "Holborn Retail Clients", "250000.00"),
+    ("000009", "Islington Trading LLC", "500000.00"),
+    ("000010", "Jewry Street Investors", "2000000.00"),
+]
+
+# (code, description, kind, maker fee per share, taker fee per share)
+POOLS = [
+    ("EDGA", "Cboe EDGA Exchange", PoolKind.LIT, "0.0002", "0.00058"),
+    ("EDGX", "Cboe EDGX Exchange", PoolKind.LIT, "0.0000", "0.0030"),
+    ("BZX", "Cboe BZX Exchange", PoolKind.LIT, "0.0000", "0.0030"),
+    ("IEX", "Investors Exchange", PoolKind.LIT, "0.0009", "0.0009"),
+    ("UBSA", "UBS ATS (dark)", PoolKind.DARK, "0.0010", "0.0010"),
+    ("MSPL", "MS Pool (dark)", PoolKind.DARK, "0.0012", "0.0012"),
+]
+
+ETF_NAMES = {"SPY": ("SPDR S&P 500 ETF Trust", "NYSEARCA")}
+
+
+class Command(BaseCommand):
+    help = "Load demo customers, tickers (from the shipped Yahoo prices), venues and liquidity. Safe to re-run."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        for customer_id, name, funds in CUSTOMERS:
+            broker_services.customer_upsert(
+                customer_id=customer_id,
+                name=name,
+                email=f"desk+{customer_id}@example.com",
+                initial_funds=Decimal(funds),
+            )
+        reference = broker_services.snapshot_reference()
+        tickers = []
+        for symbol in broker_services.snapshot_symbols():
+            close = broker_services.snapshot_last_close(symbol)
+            row = reference.get(symbol)
+            name, exchange = (row["name"], row["exchange"]) if row else ETF_NAMES.get(symbol, (symbol, ""))
+            tickers.append(
+                broker_services.ticker_upsert(
+                    symbol=symbol, name=name, exchange=exchange, reference_price=close.close, reference_date=close.date
+                )
+            )
+        for code, description, kind, maker_fee, taker_fee in POOLS:
+            pool_services.pool_seed(
+                name=code,
+                kind=kind,
+                description=description,
+                maker_fee=Decimal(maker_fee),
+                taker_fee=Decimal(taker_fee),
+            )
+        for ticker in tickers:
+            pool_services.books_ensure(ticker_id=ticker.pk)
+        username = os.environ.get("BROKER_ADMIN_USERNAME", "admin")
+        _, generated = broker_services.staff_superuser_ensure(
+            username=username, password=os.environ.get("BROKER_ADMIN_PASSWORD")
+        )
+        if generated:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Created staff superuser {username!r} with password {generated!r} (shown once; "
+                    "set BROKER_ADMIN_PASSWORD to choose it)."
+                )
+            )
+        self.stdout.write(f"Demo data ready: {len(CUSTOMERS)} customers, {len(tickers)} tickers, {len(POOLS)} venues.")

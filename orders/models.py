@@ -1,0 +1,244 @@
+"""The broker's side of an order: the parent, its child orders, the trades clients see, and the event log."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+from broker.models import Customer, Ticker
+from pools.models import Execution, Pool
+
+
+class Direction(models.TextChoices):
+    BUY = "Buy"
+    SELL = "Sell"
+
+
+class OrderType(models.TextChoices):
+    LIMIT = "Limit"
+    MARKET = "Market"
+
+
+class TimeInForce(models.TextChoices):
+    DAY = "Day"
+    GTC = "GTC"
+    IOC = "IOC"
+    FOK = "FOK"
+
+
+class OrderStatus(models.TextChoices):
+    NEW = "New"
+    ROUTED = "Routed"
+    PARTIALLY_FILLED = "PartiallyFilled"
+    FILLED = "Filled"
+    CANCELLED = "Cancelled"
+    REJECTED = "Rejected"
+    EXPIRED = "Expired"
+
+
+FINAL_ORDER_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
+
+# The order pipeline as data: the one table `orders.services._transition` checks.
+ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
+    OrderStatus.NEW: frozenset({OrderStatus.ROUTED, OrderStatus.REJECTED, OrderStatus.CANCELLED}),
+    OrderStatus.ROUTED: frozenset(
+        {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED}
+    ),
+    OrderStatus.PARTIALLY_FILLED: frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED}),
+    OrderStatus.FILLED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
+    OrderStatus.REJECTED: frozenset(),
+    OrderStatus.EXPIRED: frozenset(),
+}
+
+
+class ChildStatus(models.TextChoices):
+    NEW = "New"  # created by the router, not yet at a venue
+    ROUTED = "Routed"  # sent to `pool` (in flight or resting there)
+    PARTIALLY_FILLED = "PartiallyFilled"
+    FILLED = "Filled"
+    CANCELLED = "Cancelled"
+    EXPIRED = "Expired"
+
+
+FINAL_CHILD_STATUSES = frozenset({ChildStatus.FILLED, ChildStatus.CANCELLED, ChildStatus.EXPIRED})
+
+CHILD_TRANSITIONS: dict[str, frozenset[str]] = {
+    ChildStatus.NEW: frozenset({ChildStatus.ROUTED, ChildStatus.CANCELLED}),
+    ChildStatus.ROUTED: frozenset(
+        {ChildStatus.PARTIALLY_FILLED, ChildStatus.FILLED, ChildStatus.CANCELLED, ChildStatus.EXPIRED}
+    ),
+    ChildStatus.PARTIALLY_FILLED: frozenset({ChildStatus.FILLED, ChildStatus.CANCELLED, ChildStatus.EXPIRED}),
+    ChildStatus.FILLED: frozenset(),
+    ChildStatus.CANCELLED: frozenset(),
+    ChildStatus.EXPIRED: frozenset(),
+}
+
+
+class Order(models.Model):
+    """A parent order as the customer entered it."""
+
+    order_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    sequence = models.BigIntegerField(unique=True, help_text="Gateway sequence number, strictly increasing.")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="orders")
+    ticker = models.ForeignKey(Ticker, on_delete=models.PROTECT, related_name="orders")
+    direction = models.CharField(max_length=4, choices=Direction.choices)
+    order_type = models.CharField(max_length=6, choices=OrderType.choices)
+    quantity = models.PositiveIntegerField()
+    price = models.DecimalField(max_digits=18, decimal_places=4, null=True, blank=True)
+    time_in_force = models.CharField(max_length=3, choices=TimeInForce.choices, default=TimeInForce.DAY)
+    client_order_id = models.CharField(max_length=64, null=True, blank=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=15, choices=OrderStatus.choices, default=OrderStatus.NEW)
+    filled_quantity = models.PositiveIntegerField(default=0)
+    filled_notional = models.DecimalField(max_digits=24, decimal_places=6, default=Decimal("0"))
+    fees = models.DecimalField(max_digits=18, decimal_places=2, default=Decimal("0"))
+    reject_reason = models.CharField(max_length=200, blank=True)
+    entered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-sequence"]
+        indexes = [
+            models.Index(fields=["customer", "-created_at"], name="order_customer_recent"),
+            models.Index(fields=["status", "updated_at"], name="order_status_updated"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(quantity__gt=0), name="order_quantity_positive"),
+            models.CheckConstraint(
+                condition=models.Q(filled_quantity__lte=models.F("quantity")), name="order_no_overfill"
+            ),
+            models.CheckConstraint(
+                condition=(models.Q(order_type="Market") & models.Q(price__isnull=True))
+                | (models.Q(order_type="Limit") & models.Q(price__gt=0)),
+                name="order_price_matches_type",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(status="Filled") | models.Q(filled_quantity=models.F("quantity")),
+                name="order_filled_means_complete",
+            ),
+            models.UniqueConstraint(
+                fields=["customer", "client_order_id"],
+                condition=models.Q(client_order_id__isnull=False),
+                name="order_unique_client_order_id",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.direction} {self.quantity} {self.ticker_id} ({self.status})"
+
+    @property
+    def average_price(self) -> Decimal | None:
+        if not self.filled_quantity:
+            return None
+        return (self.filled_notional / self.filled_quantity).quantize(Decimal("0.0001"))
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_ORDER_STATUSES
+
+
+class ChildOrder(models.Model):
+    """A slice of a parent order (at most MAX_CHILD_QUANTITY) routed to one venue at a time."""
+
+    parent = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="children")
+    index = models.PositiveSmallIntegerField(help_text="1-based position within the parent.")
+    quantity = models.PositiveIntegerField()
+    filled_quantity = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=15, choices=ChildStatus.choices, default=ChildStatus.NEW)
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, null=True, blank=True, related_name="child_orders")
+    venue_time_in_force = models.CharField(max_length=3, blank=True)
+    route_reason = models.CharField(max_length=200, blank=True)
+    venues_tried = ArrayField(models.CharField(max_length=12), default=list, blank=True)
+    # Each (re)route bumps `attempt`; a venue submission records it in `submitted_attempt`. A match
+    # task carries the attempt it was sent for, so a redelivered or duplicated task is a no-op.
+    attempt = models.PositiveIntegerField(default=0)
+    submitted_attempt = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["parent_id", "index"]
+        indexes = [models.Index(fields=["status", "updated_at"], name="child_status_updated")]
+        constraints = [
+            models.UniqueConstraint(fields=["parent", "index"], name="child_unique_index"),
+            models.CheckConstraint(condition=models.Q(quantity__gt=0), name="child_quantity_positive"),
+            models.CheckConstraint(
+                condition=models.Q(filled_quantity__lte=models.F("quantity")), name="child_no_overfill"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(status="Filled") | models.Q(filled_quantity=models.F("quantity")),
+                name="child_filled_means_complete",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.parent_id}/{self.index} {self.quantity} @ {self.pool_id} ({self.status})"
+
+    @property
+    def remaining(self) -> int:
+        return self.quantity - self.filled_quantity
+
+
+class LiquidityRole(models.TextChoices):
+    MAKER = "Maker"
+    TAKER = "Taker"
+
+
+class Trade(models.Model):
+    """The broker's record of one fill, in the shape clients know from the seed output."""
+
+    trade_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="trades")
+    child = models.ForeignKey(ChildOrder, on_delete=models.PROTECT, related_name="trades")
+    execution = models.ForeignKey(Execution, on_delete=models.PROTECT, related_name="trades")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="trades")
+    ticker = models.ForeignKey(Ticker, on_delete=models.PROTECT, related_name="trades")
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="trades")
+    direction = models.CharField(max_length=4, choices=Direction.choices)
+    quantity = models.PositiveIntegerField()
+    price = models.DecimalField(max_digits=18, decimal_places=4)
+    fee = models.DecimalField(max_digits=18, decimal_places=2)
+    liquidity = models.CharField(max_length=5, choices=LiquidityRole.choices)
+    trade_date = models.DateTimeField(db_index=True)
+    settlement_date = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["customer", "-trade_date"], name="trade_customer_recent")]
+        constraints = [
+            # A venue execution becomes at most one trade per broker child: redelivery cannot duplicate.
+            models.UniqueConstraint(fields=["execution", "child"], name="trade_unique_execution_child"),
+            models.CheckConstraint(condition=models.Q(quantity__gt=0), name="trade_quantity_positive"),
+            models.CheckConstraint(condition=models.Q(price__gt=0), name="trade_price_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.direction} {self.quantity} {self.ticker_id} @ {self.price} on {self.pool_id}"
+
+
+class OrderEvent(models.Model):
+    """Append-only audit log of everything that happened to an order and its children."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="events")
+    child = models.ForeignKey(ChildOrder, on_delete=models.PROTECT, null=True, blank=True, related_name="events")
+    kind = models.CharField(max_length=20)
+    from_status = models.CharField(max_length=15, blank=True)
+    to_status = models.CharField(max_length=15, blank=True)
+    actor = models.CharField(max_length=150, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["order", "id"], name="event_order")]
+
+    def __str__(self) -> str:
+        return f"{self.order_id} {self.kind} {self.from_status}->{self.to_status}"

@@ -1,0 +1,688 @@
+"""Order writes: place, route, match at a venue, cancel, sweep. The order state machine lives here.
+
+Locking order, everywhere, so concurrent workers cannot deadlock:
+    venue book rows (by pool id)  ->  parent orders (by id)  ->  child orders (by id)
+A book row lock (`pools.services.book_lock`) is the one-matcher-per-(pool, ticker) guarantee. A child is
+only ever changed while the book of its current venue is locked (matching, re-routing, cancelling), and
+a parent's fill totals only while the parent row is locked.
+
+Side effects (enqueueing tasks, streaming fills) run only after commit, through `_Effects`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from broker.exceptions import Conflict
+from broker.models import Customer, Ticker
+from orders import routing
+from orders.models import (
+    CHILD_TRANSITIONS,
+    FINAL_CHILD_STATUSES,
+    ORDER_TRANSITIONS,
+    ChildOrder,
+    ChildStatus,
+    LiquidityRole,
+    Order,
+    OrderEvent,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+    Trade,
+)
+from orders.validation import OrderRequest
+from pools import selectors as pool_selectors
+from pools import services as pool_services
+from pools.models import Book, Pool, PoolKind
+
+logger = logging.getLogger(__name__)
+
+Actor = AbstractBaseUser | AnonymousUser | None
+
+
+class TransitionRefused(Exception):
+    """A status change the pipeline does not allow: a programming error, never user input."""
+
+
+# --- after-commit effects -------------------------------------------------------------------------
+
+
+@dataclass
+class _Effects:
+    """Everything a transaction wants done once it has committed."""
+
+    routes: list[int] = field(default_factory=list)
+    matches: list[tuple[int, int, str]] = field(default_factory=list)  # (child id, attempt, queue)
+    trades: list[Trade] = field(default_factory=list)
+    orders: dict[int, Order] = field(default_factory=dict)
+
+    def on_commit(self) -> None:
+        # robust: a broker outage must not turn a committed order into an HTTP 500; the sweeper
+        # re-drives anything whose task was never sent.
+        transaction.on_commit(self._run, robust=True)
+
+    def _run(self) -> None:
+        from orders import tasks
+        from orders.api.serializers import OrderOutputSerializer, TradeOutputSerializer
+
+        for order_id in self.routes:
+            tasks.route_order.apply_async(args=[order_id])
+        for child_id, attempt, queue in self.matches:
+            tasks.match_child.apply_async(args=[child_id, attempt], queue=queue)
+        messages: list[tuple[str, dict[str, Any]]] = []
+        for trade in self.trades:
+            messages.append(
+                (trade.customer.customer_id, {"type": "fill", "trade": dict(TradeOutputSerializer(trade).data)})
+            )
+        for order in self.orders.values():
+            messages.append(
+                (order.customer.customer_id, {"type": "order", "order": dict(OrderOutputSerializer(order).data)})
+            )
+        from orders import streaming
+
+        streaming.publish(messages)
+
+
+def _queue_for(pool: Pool) -> str:
+    return "dark" if pool.kind == PoolKind.DARK else "lit"
+
+
+# --- state machine ---------------------------------------------------------------------------------
+
+
+def _actor_name(actor: Actor | str) -> str:
+    if isinstance(actor, str):
+        return actor
+    if actor is None or not actor.is_authenticated:
+        return "system"
+    return actor.get_username()
+
+
+def _transition(order: Order, to: str, *, actor: Actor | str, events: list[OrderEvent], **detail: Any) -> bool:
+    """Move the (locked) order to `to`; append the event. Same status again is a no-op (returns False)."""
+    if order.status == to:
+        return False
+    if to not in ORDER_TRANSITIONS[order.status]:
+        raise TransitionRefused(f"order {order.order_id}: {order.status} -> {to} is not allowed")
+    events.append(
+        OrderEvent(
+            order=order, kind="status", from_status=order.status, to_status=to, actor=_actor_name(actor), detail=detail
+        )
+    )
+    order.status = to
+    return True
+
+
+def _child_transition(
+    child: ChildOrder, to: str, *, actor: Actor | str, events: list[OrderEvent], **detail: Any
+) -> bool:
+    if child.status == to:
+        return False
+    if to not in CHILD_TRANSITIONS[child.status]:
+        raise TransitionRefused(f"child {child.pk}: {child.status} -> {to} is not allowed")
+    events.append(
+        OrderEvent(
+            order_id=child.parent_id,
+            child=child,
+            kind="child_status",
+            from_status=child.status,
+            to_status=to,
+            actor=_actor_name(actor),
+            detail=detail,
+        )
+    )
+    child.status = to
+    return True
+
+
+# --- placement -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    order: Order
+    created: bool
+
+
+def _next_gateway_sequence() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval('orders_gateway_sequence')")
+        (value,) = cursor.fetchone()
+    return int(value)
+
+
+def _replay(existing: Order, fingerprint: str) -> Placement:
+    if existing.request_fingerprint != fingerprint:
+        raise Conflict(
+            f"clientOrderId {existing.client_order_id!r} was already used for a different order ({existing.order_id}).",
+            field="clientOrderId",
+        )
+    return Placement(order=existing, created=False)
+
+
+@transaction.atomic
+def order_place(*, request: OrderRequest, customer: Customer, ticker: Ticker, actor: Actor) -> Placement:
+    """Accept an order: record it (status New, gateway sequence) and, after commit, route it.
+
+    The same clientOrderId with the same body returns the original order (created=False); with a
+    different body it is a Conflict. Concurrent repeats are arbitrated by the unique constraint.
+    """
+    fingerprint = request.fingerprint()
+    if request.client_order_id:
+        existing = Order.objects.filter(customer=customer, client_order_id=request.client_order_id).first()
+        if existing is not None:
+            return _replay(existing, fingerprint)
+    try:
+        with transaction.atomic():
+            order = Order.objects.create(
+                sequence=_next_gateway_sequence(),
+                customer=customer,
+                ticker=ticker,
+                direction=request.direction,
+                order_type=request.order_type,
+                quantity=request.quantity,
+                price=request.price,
+                time_in_force=request.time_in_force,
+                client_order_id=request.client_order_id,
+                request_fingerprint=fingerprint,
+                entered_by=actor if actor is not None and actor.is_authenticated else None,
+            )
+    except IntegrityError:
+        if not request.client_order_id:
+            raise
+        # A concurrent request with the same clientOrderId committed first; it is the original.
+        existing = Order.objects.get(customer=customer, client_order_id=request.client_order_id)
+        return _replay(existing, fingerprint)
+
+    events = [OrderEvent(order=order, kind="accepted", to_status=OrderStatus.NEW, actor=_actor_name(actor), detail={})]
+    effects = _Effects(orders={order.pk: order})
+    if request.order_type == OrderType.MARKET and ticker.reference_price is None:
+        # Without any reference price a Market order has nothing to be sanity-checked against.
+        order.reject_reason = f"no reference price for {ticker.symbol}: Market orders need one"
+        _transition(order, OrderStatus.REJECTED, actor="gateway", events=events, reason=order.reject_reason)
+        order.save(update_fields=["status", "reject_reason", "updated_at"])
+    else:
+        effects.routes.append(order.pk)
+    OrderEvent.objects.bulk_create(events)
+    effects.on_commit()
+    return Placement(order=order, created=True)
+
+
+# --- routing ---------------------------------------------------------------------------------------
+
+
+def _venues(kind: str) -> list[routing.Venue]:
+    return [
+        routing.Venue(pool_id=pool.pk, name=pool.name, maker_fee=pool.maker_fee, taker_fee=pool.taker_fee)
+        for pool in pool_selectors.pools_active(kind=kind)
+    ]
+
+
+def _depth(order: Order) -> list[routing.Level]:
+    return [
+        routing.Level(pool_id=level.pool_id, price=level.price, quantity=level.quantity)
+        for level in pool_selectors.lit_depth(ticker_id=order.ticker_id, side=order.direction, limit=order.price)
+    ]
+
+
+def order_route(*, order_id: int) -> Order | None:
+    """Split a New order into child orders, choose a venue for each, and send them (task body).
+
+    Replaying it for an order that is no longer New is a no-op.
+    """
+    order = Order.objects.filter(pk=order_id).select_related("ticker").first()
+    if order is None or order.status != OrderStatus.NEW:
+        return order
+    pool_services.books_ensure(ticker_id=order.ticker_id)
+    if order.time_in_force == TimeInForce.FOK:
+        return _route_fill_or_kill(order_id=order_id)
+
+    # The snapshot is read before taking the order lock: it only steers where children go; the venue
+    # decides what actually fills.
+    lit, dark = _venues(PoolKind.LIT), _venues(PoolKind.DARK)
+    midpoint = pool_selectors.nbbo(ticker_id=order.ticker_id).midpoint
+    depth = _depth(order)
+    with transaction.atomic():
+        order = Order.objects.select_for_update(of=("self",)).select_related("customer", "ticker").get(pk=order_id)
+        if order.status != OrderStatus.NEW:
+            return order
+        plans = routing.plan_children(
+            side=order.direction,
+            limit=order.price,
+            quantity=order.quantity,
+            time_in_force=order.time_in_force,
+            max_child=settings.MAX_CHILD_QUANTITY,
+            dark_min_quantity=settings.DARK_MIN_ORDER_QUANTITY,
+            midpoint=midpoint,
+            dark=dark,
+            lit=lit,
+            depth=depth,
+        )
+        pools = Pool.objects.in_bulk([plan.pool_id for plan in plans])
+        children = ChildOrder.objects.bulk_create(
+            [
+                ChildOrder(
+                    parent=order,
+                    index=index,
+                    quantity=plan.quantity,
+                    status=ChildStatus.ROUTED,
+                    pool_id=plan.pool_id,
+                    venue_time_in_force=plan.venue_time_in_force,
+                    route_reason=plan.reason,
+                    venues_tried=[pools[plan.pool_id].name],
+                    attempt=1,
+                )
+                for index, plan in enumerate(plans, start=1)
+            ]
+        )
+        events: list[OrderEvent] = []
+        _transition(order, OrderStatus.ROUTED, actor="router", events=events, children=len(children))
+        events.extend(
+            OrderEvent(
+                order=order,
+                child=child,
+                kind="routed",
+                to_status=ChildStatus.ROUTED,
+                actor="router",
+                detail={
+                    "exchange": pools[child.pool_id].name,
+                    "quantity": child.quantity,
+                    "reason": child.route_reason,
+                },
+            )
+            for child in children
+        )
+        order.save(update_fields=["status", "updated_at"])
+        OrderEvent.objects.bulk_create(events)
+        effects = _Effects(orders={order.pk: order})
+        effects.matches.extend((child.pk, 1, _queue_for(pools[child.pool_id])) for child in children)
+        effects.on_commit()
+    return order
+
+
+class _FillOrKillMissed(Exception):
+    """Raised inside the fill-or-kill transaction to roll every child's fill back."""
+
+
+def _route_fill_or_kill(*, order_id: int) -> Order:
+    """FOK is all-or-nothing for the whole parent: check and fill across venues in one transaction.
+
+    Every lit book of the ticker is locked (in pool order) first, so the liquidity counted is the
+    liquidity taken; if anything falls short the whole transaction rolls back and the order is killed.
+    """
+    reason = ""
+    try:
+        with transaction.atomic():
+            ticker_id = Order.objects.values_list("ticker_id", flat=True).get(pk=order_id)
+            books = [
+                pool_services.book_lock(pool_id=venue.pool_id, ticker_id=ticker_id)
+                for venue in sorted(_venues(PoolKind.LIT), key=lambda venue: venue.pool_id)
+            ]
+            order = Order.objects.select_for_update(of=("self",)).select_related("customer", "ticker").get(pk=order_id)
+            if order.status != OrderStatus.NEW:
+                return order
+            available = {
+                book.pool_id: pool_services.book_fillable(book=book, side=order.direction, price=order.price)
+                for book in books
+            }
+            if sum(available.values()) < order.quantity:
+                reason = f"FOK: only {sum(available.values())} of {order.quantity} available within the limit"
+                raise _FillOrKillMissed(reason)
+            effects = _Effects(orders={order.pk: order})
+            events: list[OrderEvent] = []
+            _transition(order, OrderStatus.ROUTED, actor="router", events=events)
+            order.save(update_fields=["status", "updated_at"])
+            OrderEvent.objects.bulk_create(events)
+            remaining, index = order.quantity, 0
+            books_by_pool = {book.pool_id: book for book in books}
+            # Cheapest venues to take from first, each child no larger than what its venue can fill.
+            for venue in _venues(PoolKind.LIT):
+                take = min(available.get(venue.pool_id, 0), remaining)
+                for child_quantity in routing.split_quantity(take, settings.MAX_CHILD_QUANTITY) if take else []:
+                    index += 1
+                    child = ChildOrder.objects.create(
+                        parent=order,
+                        index=index,
+                        quantity=child_quantity,
+                        status=ChildStatus.ROUTED,
+                        pool_id=venue.pool_id,
+                        venue_time_in_force=TimeInForce.FOK,
+                        route_reason=f"fill-or-kill: {available[venue.pool_id]} available on {venue.name}",
+                        venues_tried=[venue.name],
+                        attempt=1,
+                    )
+                    OrderEvent.objects.create(
+                        order=order,
+                        child=child,
+                        kind="routed",
+                        to_status=ChildStatus.ROUTED,
+                        actor="router",
+                        detail={"exchange": venue.name, "quantity": child_quantity, "reason": child.route_reason},
+                    )
+                    child.parent = order
+                    _submit_locked(book=books_by_pool[venue.pool_id], child=child, effects=effects, may_reroute=False)
+                remaining -= take
+            order.refresh_from_db()
+            if order.filled_quantity != order.quantity:
+                reason = f"FOK: filled {order.filled_quantity} of {order.quantity}; rolled back"
+                raise _FillOrKillMissed(reason)
+            effects.on_commit()
+            return order
+    except _FillOrKillMissed:
+        pass
+    with transaction.atomic():
+        order = Order.objects.select_for_update(of=("self",)).select_related("customer", "ticker").get(pk=order_id)
+        if order.status != OrderStatus.NEW:
+            return order
+        events = []
+        order.reject_reason = reason
+        _transition(order, OrderStatus.CANCELLED, actor="router", events=events, reason=reason)
+        order.save(update_fields=["status", "reject_reason", "updated_at"])
+        OrderEvent.objects.bulk_create(events)
+        _Effects(orders={order.pk: order}).on_commit()
+    return order
+
+
+# --- matching ----------------------------------------------------------------------------------------
+
+
+def child_match(*, child_id: int, attempt: int) -> ChildOrder | None:
+    """Send a routed child to its venue and record what happened (task body).
+
+    Idempotent: a task for an attempt that already reached the venue, or for a child that has since
+    moved or finished, returns without doing anything.
+    """
+    peek = ChildOrder.objects.filter(pk=child_id).values("pool_id", "parent__ticker_id").first()
+    if peek is None or peek["pool_id"] is None:
+        return None
+    with transaction.atomic():
+        book = pool_services.book_lock(pool_id=peek["pool_id"], ticker_id=peek["parent__ticker_id"])
+        # Read under the book lock: nothing else may change this child while we hold it.
+        child = ChildOrder.objects.select_related("parent__customer", "parent__ticker", "pool").get(pk=child_id)
+        if (
+            child.pool_id != book.pool_id
+            or child.attempt != attempt
+            or child.submitted_attempt >= attempt
+            or child.status in FINAL_CHILD_STATUSES
+        ):
+            return child
+        effects = _Effects()
+        _submit_locked(book=book, child=child, effects=effects, may_reroute=True)
+        effects.on_commit()
+    return child
+
+
+def _submit_locked(*, book: Book, child: ChildOrder, effects: _Effects, may_reroute: bool) -> None:
+    """Submit the child's open quantity to the locked book and book every resulting fill.
+
+    Caller holds the book lock and is inside a transaction.
+    """
+    order = child.parent
+    midpoint = pool_selectors.nbbo(ticker_id=order.ticker_id).midpoint if book.pool.kind == PoolKind.DARK else None
+    result = pool_services.book_submit(
+        book=book,
+        client_ref=child.pk,
+        side=order.direction,
+        price=order.price,
+        quantity=child.remaining,
+        time_in_force=child.venue_time_in_force,
+        midpoint=midpoint,
+    )
+    child.submitted_attempt = child.attempt
+
+    maker_child_ids = {ref for ref in result.maker_client_refs.values() if ref is not None}
+    makers = {maker.pk: maker for maker in ChildOrder.objects.filter(pk__in=maker_child_ids).select_related("pool")}
+    parent_ids = sorted({order.pk, *(maker.parent_id for maker in makers.values())})
+    parents = {
+        parent.pk: parent
+        for parent in Order.objects.select_for_update(of=("self",))
+        .select_related("customer", "ticker")
+        .filter(pk__in=parent_ids)
+        .order_by("pk")
+    }
+    if maker_child_ids:
+        list(ChildOrder.objects.select_for_update(of=("self",)).filter(pk__in=maker_child_ids).order_by("pk"))
+    order = parents[order.pk]
+    child.parent = order
+    for maker in makers.values():
+        maker.parent = parents[maker.parent_id]
+
+    events: list[OrderEvent] = []
+    trades: list[Trade] = []
+    for execution in result.executions:
+        trades.append(_trade(child=child, execution=execution, pool=book.pool, role=LiquidityRole.TAKER))
+        maker_ref = result.maker_client_refs[execution.pk]
+        if maker_ref is not None:
+            trades.append(
+                _trade(child=makers[maker_ref], execution=execution, pool=book.pool, role=LiquidityRole.MAKER)
+            )
+    Trade.objects.bulk_create(trades)
+    touched_children: dict[int, ChildOrder] = {child.pk: child}
+    for trade in trades:
+        trade_child = touched_children.setdefault(trade.child_id, makers.get(trade.child_id) or child)
+        trade_child.filled_quantity += trade.quantity
+        parent = parents[trade.order_id]
+        parent.filled_quantity += trade.quantity
+        parent.filled_notional += trade.price * trade.quantity
+        parent.fees += trade.fee
+        events.append(
+            OrderEvent(
+                order=parent,
+                child=trade_child,
+                kind="fill",
+                actor=book.pool.name,
+                detail={
+                    "tradeId": str(trade.trade_id),
+                    "quantity": trade.quantity,
+                    "price": str(trade.price),
+                    "exchange": book.pool.name,
+                    "liquidity": trade.liquidity,
+                },
+            )
+        )
+
+    for maker in makers.values():
+        _child_transition(
+            maker,
+            ChildStatus.FILLED if maker.remaining == 0 else ChildStatus.PARTIALLY_FILLED,
+            actor=book.pool.name,
+            events=events,
+        )
+    _settle_incoming_child(
+        child=child, result=result, book=book, events=events, effects=effects, may_reroute=may_reroute
+    )
+
+    ChildOrder.objects.bulk_update(
+        touched_children.values(),
+        [
+            "filled_quantity",
+            "status",
+            "submitted_attempt",
+            "attempt",
+            "pool",
+            "venues_tried",
+            "route_reason",
+            "venue_time_in_force",
+            "updated_at",
+        ],
+    )
+    open_parents = set(
+        ChildOrder.objects.filter(parent_id__in=parents.keys())
+        .exclude(status__in=FINAL_CHILD_STATUSES)
+        .values_list("parent_id", flat=True)
+    )
+    now = timezone.now()
+    for parent in parents.values():
+        for_status = _parent_status_after_fills(parent, has_open_children=parent.pk in open_parents)
+        _transition(parent, for_status, actor=book.pool.name, events=events)
+        parent.updated_at = now
+    Order.objects.bulk_update(parents.values(), ["filled_quantity", "filled_notional", "fees", "status", "updated_at"])
+    OrderEvent.objects.bulk_create(events)
+    for trade in trades:
+        trade.order = parents[trade.order_id]
+    effects.trades.extend(trades)
+    effects.orders.update(parents)
+
+
+def _trade(*, child: ChildOrder, execution: Any, pool: Pool, role: str) -> Trade:
+    order = child.parent
+    return Trade(
+        order=order,
+        child=child,
+        execution=execution,
+        customer=order.customer,
+        ticker=order.ticker,
+        pool=pool,
+        direction=order.direction,
+        quantity=execution.quantity,
+        price=execution.price,
+        fee=execution.taker_fee if role == LiquidityRole.TAKER else execution.maker_fee,
+        liquidity=role,
+        trade_date=execution.executed_at,
+    )
+
+
+def _settle_incoming_child(
+    *,
+    child: ChildOrder,
+    result: pool_services.VenueResult,
+    book: Book,
+    events: list[OrderEvent],
+    effects: _Effects,
+    may_reroute: bool,
+) -> None:
+    """Decide what becomes of the incoming child: filled, resting, re-routed, or done."""
+    if child.remaining == 0:
+        _child_transition(child, ChildStatus.FILLED, actor=book.pool.name, events=events)
+        return
+    if child.filled_quantity:
+        _child_transition(child, ChildStatus.PARTIALLY_FILLED, actor=book.pool.name, events=events)
+    if result.rested_quantity:
+        return  # resting at the venue
+    order = child.parent
+    target = None
+    if may_reroute:
+        can_rest = order.order_type == OrderType.LIMIT and order.time_in_force in (TimeInForce.DAY, TimeInForce.GTC)
+        target = routing.next_lit_venue(
+            side=order.direction,
+            tried=child.venues_tried,
+            lit=_venues(PoolKind.LIT),
+            depth=_depth(order),
+            can_rest=can_rest,
+        )
+    if target is None:
+        _child_transition(
+            child,
+            ChildStatus.CANCELLED,
+            actor=book.pool.name,
+            events=events,
+            reason=f"{result.cancelled_quantity} unfilled at {book.pool.name}, no other venue to try",
+        )
+        return
+    venue, reason = target
+    child.pool_id = venue.pool_id
+    child.attempt += 1
+    child.venues_tried = [*child.venues_tried, venue.name]
+    child.route_reason = reason
+    child.venue_time_in_force = routing.venue_time_in_force(
+        parent_time_in_force=order.time_in_force, is_market=order.order_type == OrderType.MARKET, dark=False
+    )
+    events.append(
+        OrderEvent(
+            order_id=child.parent_id,
+            child=child,
+            kind="rerouted",
+            actor="router",
+            detail={"from": book.pool.name, "exchange": venue.name, "quantity": child.remaining, "reason": reason},
+        )
+    )
+    effects.matches.append((child.pk, child.attempt, "lit"))
+
+
+def _parent_status_after_fills(order: Order, *, has_open_children: bool) -> str:
+    if order.filled_quantity == order.quantity:
+        return OrderStatus.FILLED
+    if not has_open_children:
+        # Every child ended (IOC/Market remainders, nowhere left to route) short of the full quantity.
+        return OrderStatus.CANCELLED
+    if order.filled_quantity:
+        return OrderStatus.PARTIALLY_FILLED
+    return order.status
+
+
+# --- cancel ------------------------------------------------------------------------------------------
+
+
+def order_cancel(*, order_id: int, actor: Actor) -> Order:
+    """Cancel whatever of the order is still open; replaying a cancel is a no-op.
+
+    Locks every book of the ticker first (cancels are rare; matching takes the same locks in the same
+    order), then the order, then its children.
+    """
+    ticker_id = Order.objects.values_list("ticker_id", flat=True).get(pk=order_id)
+    pool_services.books_ensure(ticker_id=ticker_id)
+    with transaction.atomic():
+        books = {
+            pool_id: pool_services.book_lock(pool_id=pool_id, ticker_id=ticker_id)
+            for pool_id in sorted(Pool.objects.values_list("pk", flat=True))
+        }
+        order = Order.objects.select_for_update(of=("self",)).select_related("customer", "ticker").get(pk=order_id)
+        if order.status == OrderStatus.CANCELLED:
+            return order
+        if order.is_final:
+            raise Conflict(f"Order is {order.status}; nothing left to cancel.", field="status")
+        children = list(
+            ChildOrder.objects.select_for_update(of=("self",))
+            .filter(parent=order)
+            .exclude(status__in=FINAL_CHILD_STATUSES)
+            .order_by("pk")
+        )
+        events: list[OrderEvent] = []
+        for child in children:
+            removed = pool_services.book_cancel(book=books[child.pool_id], client_ref=child.pk) if child.pool_id else 0
+            _child_transition(child, ChildStatus.CANCELLED, actor=actor, events=events, removedFromBook=removed)
+        ChildOrder.objects.bulk_update(children, ["status", "updated_at"])
+        _transition(order, OrderStatus.CANCELLED, actor=actor, events=events, requestedBy=_actor_name(actor))
+        order.save(update_fields=["status", "updated_at"])
+        OrderEvent.objects.bulk_create(events)
+        _Effects(orders={order.pk: order}).on_commit()
+    return order
+
+
+# --- recovery ----------------------------------------------------------------------------------------
+
+
+def orders_sweep(*, older_than: timedelta | None = None) -> dict[str, int]:
+    """Re-drive work whose task may have been lost (broker down at commit, worker killed).
+
+    Orders still New and children whose current attempt never reached its venue are enqueued again;
+    the tasks are idempotent, so a duplicate is harmless.
+    """
+    cutoff = timezone.now() - (older_than or timedelta(seconds=settings.SWEEP_AFTER_SECONDS))
+    effects = _Effects()
+    effects.routes.extend(
+        Order.objects.filter(status=OrderStatus.NEW, updated_at__lt=cutoff).values_list("pk", flat=True)[:1000]
+    )
+    stuck = (
+        ChildOrder.objects.filter(
+            status__in=(ChildStatus.ROUTED, ChildStatus.PARTIALLY_FILLED),
+            attempt__gt=F("submitted_attempt"),
+            updated_at__lt=cutoff,
+        )
+        .select_related("pool")
+        .only("pk", "attempt", "pool__kind")[:1000]
+    )
+    effects.matches.extend((child.pk, child.attempt, _queue_for(child.pool)) for child in stuck if child.pool)
+    if effects.routes or effects.matches:
+        logger.warning("sweeper re-driving %d orders and %d children", len(effects.routes), len(effects.matches))
+        effects._run()
+    return {"orders": len(effects.routes), "children": len(effects.matches)}

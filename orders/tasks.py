@@ -1,0 +1,49 @@
+"""Celery tasks of the order flow: thin, named, idempotent wrappers around one service call each.
+
+They take ids, never model instances; a missing row means the work is moot and the task returns.
+Acknowledged late (settings), so a task whose worker dies is delivered again: the services make the
+replay a no-op.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import OperationalError
+
+from orders import services
+
+# Retry only what is transient (a dropped connection, a deadlock victim); a bug must surface.
+TRANSIENT = (OperationalError,)
+
+
+@shared_task(
+    name="orders.route_order",
+    queue="orders",
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=5,
+    time_limit=60,
+    soft_time_limit=50,
+)
+def route_order(order_id: int) -> None:
+    services.order_route(order_id=order_id)
+
+
+@shared_task(
+    name="orders.match_child",
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=5,
+    time_limit=60,
+    soft_time_limit=50,
+)
+def match_child(child_id: int, attempt: int) -> None:
+    # Sent to the `lit` or `dark` queue by pool type (orders.services._Effects).
+    services.child_match(child_id=child_id, attempt=attempt)
+
+
+@shared_task(name="orders.sweep", queue="orders", acks_late=True, time_limit=60, soft_time_limit=50)
+def sweep() -> dict[str, int]:
+    return services.orders_sweep()

@@ -1,0 +1,159 @@
+"""Validation of an order request, shared by the REST API and the staff order ticket.
+
+Field names are the API's (camelCase), so every error names exactly what the client sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.conf import settings
+
+from broker.exceptions import ValidationFailed
+from orders.models import Direction, OrderType, TimeInForce
+
+ORDER_FIELDS = ("customerId", "direction", "ticker", "type", "quantity", "price", "timeInForce", "clientOrderId")
+REQUIRED_FIELDS = ("customerId", "direction", "ticker", "type", "quantity")
+MAX_PRICE = Decimal("1000000")
+CUSTOMER_ID = re.compile(r"^\d{6}$")
+TICKER = re.compile(r"^[A-Z][A-Z0-9.\-]{0,11}$")
+CLIENT_ORDER_ID = re.compile(r"^[\x21-\x7e]{1,64}$")  # printable ASCII, no spaces
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    customer_id: str
+    direction: str
+    ticker: str
+    order_type: str
+    quantity: int
+    price: Decimal | None
+    time_in_force: str
+    client_order_id: str | None
+
+    def fingerprint(self) -> str:
+        """Identity of the request for clientOrderId replay: same fields, same fingerprint."""
+        fields = asdict(self)
+        fields.pop("client_order_id")
+        fields["price"] = None if self.price is None else str(self.price.normalize())
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _choice(value: Any, choices: type[Direction] | type[OrderType] | type[TimeInForce]) -> str | None:
+    allowed = [choice.value for choice in choices]
+    return value if isinstance(value, str) and value in allowed else None
+
+
+def tick_for(price: Decimal) -> Decimal:
+    return Decimal("0.01") if price >= 1 else Decimal("0.0001")
+
+
+def parse_price(value: Any) -> tuple[Decimal | None, str | None]:
+    """A positive decimal on the tick: 0.01 at or above $1, 0.0001 below. Returns (price, error)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        return None, 'Must be a decimal number, e.g. "161.90".'
+    try:
+        price = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+    except InvalidOperation:
+        return None, f"'{value}' is not a decimal number."
+    if not price.is_finite():
+        return None, "Must be a finite decimal number."
+    if price <= 0:
+        return None, "Must be greater than zero."
+    if price > MAX_PRICE:
+        return None, f"Must be at most {MAX_PRICE}."
+    tick = tick_for(price)
+    if price % tick:
+        return (
+            None,
+            f"Must be on the {tick} tick for a price {'at or above' if tick == Decimal('0.01') else 'below'} $1.",
+        )
+    return price.quantize(Decimal("0.0001")), None
+
+
+def parse_order_request(data: Any) -> OrderRequest:
+    """Validate a raw order request; raise `ValidationFailed` naming every bad field."""
+    if not isinstance(data, dict):
+        raise ValidationFailed({"body": ["Expected a JSON object with the order's fields."]})
+    errors: dict[str, list[str]] = {}
+
+    def fail(field: str, message: str) -> None:
+        errors.setdefault(field, []).append(message)
+
+    for name in sorted(set(data) - set(ORDER_FIELDS)):
+        fail(name, f"Unknown field. Allowed fields: {', '.join(ORDER_FIELDS)}.")
+    for name in REQUIRED_FIELDS:
+        if data.get(name) is None:
+            fail(name, "This field is required.")
+
+    customer_id = data.get("customerId")
+    if customer_id is not None and not (isinstance(customer_id, str) and CUSTOMER_ID.match(customer_id)):
+        fail("customerId", 'Must be a six-digit string, e.g. "000002".')
+
+    direction = data.get("direction")
+    if direction is not None and _choice(direction, Direction) is None:
+        fail("direction", f"Unknown direction {direction!r}; use Buy or Sell.")
+
+    ticker = data.get("ticker")
+    if ticker is not None:
+        if isinstance(ticker, str) and TICKER.match(ticker.strip().upper()):
+            ticker = ticker.strip().upper()
+        else:
+            fail("ticker", 'Must be a ticker symbol, e.g. "COIN".')
+
+    order_type = data.get("type")
+    if order_type is not None and _choice(order_type, OrderType) is None:
+        fail("type", f"Unknown type {order_type!r}; use Limit or Market.")
+
+    time_in_force = data.get("timeInForce", TimeInForce.DAY)
+    if time_in_force is None:
+        time_in_force = TimeInForce.DAY
+    if _choice(time_in_force, TimeInForce) is None:
+        fail("timeInForce", f"Unknown timeInForce {time_in_force!r}; use Day, GTC, IOC or FOK.")
+    elif order_type == OrderType.MARKET and time_in_force == TimeInForce.GTC:
+        fail("timeInForce", "A Market order cannot be GTC; use Day, IOC or FOK.")
+
+    quantity = data.get("quantity")
+    if quantity is not None:
+        if isinstance(quantity, bool) or not isinstance(quantity, int):
+            fail("quantity", "Must be a whole number of shares.")
+        elif quantity < 1:
+            fail("quantity", "Must be a positive whole number of shares.")
+        elif quantity > settings.MAX_ORDER_QUANTITY:
+            fail("quantity", f"Must be at most {settings.MAX_ORDER_QUANTITY:,} shares.")
+
+    price: Decimal | None = None
+    raw_price = data.get("price")
+    if order_type == OrderType.MARKET and raw_price is not None:
+        fail("price", "A Market order has no price; leave it out or use a Limit order.")
+    elif order_type == OrderType.LIMIT:
+        if raw_price is None:
+            fail("price", "A Limit order needs a price.")
+        else:
+            price, error = parse_price(raw_price)
+            if error:
+                fail("price", error)
+
+    client_order_id = data.get("clientOrderId")
+    if client_order_id is not None and not (
+        isinstance(client_order_id, str) and CLIENT_ORDER_ID.match(client_order_id)
+    ):
+        fail("clientOrderId", "Must be 1 to 64 printable characters without spaces.")
+
+    if errors:
+        raise ValidationFailed(errors)
+    return OrderRequest(
+        customer_id=customer_id,
+        direction=direction,
+        ticker=ticker,
+        order_type=order_type,
+        quantity=quantity,
+        price=price,
+        time_in_force=time_in_force,
+        client_order_id=client_order_id,
+    )
