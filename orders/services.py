@@ -330,47 +330,62 @@ def _route_fill_or_kill(*, order_id: int) -> Order:
             order = Order.objects.select_for_update(of=("self",)).select_related("customer", "ticker").get(pk=order_id)
             if order.status != OrderStatus.NEW:
                 return order
-            available = {
-                book.pool_id: pool_services.book_fillable(book=book, side=order.direction, price=order.price)
-                for book in books
-            }
-            if sum(available.values()) < order.quantity:
-                reason = f"FOK: only {sum(available.values())} of {order.quantity} available within the limit"
+            # The books are locked: this depth is exactly what can be taken.
+            depth = _depth(order)
+            available = sum(level.quantity for level in depth)
+            if available < order.quantity:
+                reason = f"FOK: only {available} of {order.quantity} available within the limit"
                 raise _FillOrKillMissed(reason)
+            # Take the best prices first, wherever they are; one venue's share becomes its children.
+            per_venue: dict[int, int] = {}
+            remaining = order.quantity
+            for level in depth:
+                take = min(level.quantity, remaining)
+                per_venue[level.pool_id] = per_venue.get(level.pool_id, 0) + take
+                remaining -= take
+                if remaining == 0:
+                    break
             effects = _Effects(orders={order.pk: order})
             events: list[OrderEvent] = []
             _transition(order, OrderStatus.ROUTED, actor="router", events=events)
             order.save(update_fields=["status", "updated_at"])
             OrderEvent.objects.bulk_create(events)
-            remaining, index = order.quantity, 0
-            books_by_pool = {book.pool_id: book for book in books}
-            # Cheapest venues to take from first, each child no larger than what its venue can fill.
-            for venue in _venues(PoolKind.LIT):
-                take = min(available.get(venue.pool_id, 0), remaining)
-                for child_quantity in routing.split_quantity(take, settings.MAX_CHILD_QUANTITY) if take else []:
-                    index += 1
-                    child = ChildOrder.objects.create(
+            venues = {venue.pool_id: venue for venue in _venues(PoolKind.LIT)}
+            allocation = [
+                (venues[pool_id], child_quantity)
+                for pool_id, take in per_venue.items()
+                for child_quantity in routing.split_quantity(take, settings.MAX_CHILD_QUANTITY)
+            ]
+            children = ChildOrder.objects.bulk_create(
+                [
+                    ChildOrder(
                         parent=order,
                         index=index,
                         quantity=child_quantity,
                         status=ChildStatus.ROUTED,
                         pool_id=venue.pool_id,
                         venue_time_in_force=TimeInForce.FOK,
-                        route_reason=f"fill-or-kill: {available[venue.pool_id]} available on {venue.name}",
+                        route_reason=f"fill-or-kill: best prices, {per_venue[venue.pool_id]} on {venue.name}",
                         venues_tried=[venue.name],
                         attempt=1,
                     )
-                    OrderEvent.objects.create(
-                        order=order,
-                        child=child,
-                        kind="routed",
-                        to_status=ChildStatus.ROUTED,
-                        actor="router",
-                        detail={"exchange": venue.name, "quantity": child_quantity, "reason": child.route_reason},
-                    )
-                    child.parent = order
-                    _submit_locked(book=books_by_pool[venue.pool_id], child=child, effects=effects, may_reroute=False)
-                remaining -= take
+                    for index, (venue, child_quantity) in enumerate(allocation, start=1)
+                ]
+            )
+            OrderEvent.objects.bulk_create(
+                OrderEvent(
+                    order=order,
+                    child=child,
+                    kind="routed",
+                    to_status=ChildStatus.ROUTED,
+                    actor="router",
+                    detail={"exchange": venue.name, "quantity": child.quantity, "reason": child.route_reason},
+                )
+                for child, (venue, _) in zip(children, allocation, strict=True)
+            )
+            books_by_pool = {book.pool_id: book for book in books}
+            for child in children:
+                _submit_locked(book=books_by_pool[child.pool_id], child=child, effects=effects, may_reroute=False)
             order.refresh_from_db()
             if order.filled_quantity != order.quantity:
                 reason = f"FOK: filled {order.filled_quantity} of {order.quantity}; rolled back"

@@ -194,6 +194,7 @@ class _BookSide:
             if candidate is order:
                 del orders[position]
                 break
+        level.quantity -= order.quantity
         if not orders:
             self.drop_level(level)
 
@@ -448,10 +449,7 @@ class DarkBook(_Book):
             # Eligible makers are the contra levels at or through the mid; merge
             # their queues by (sequence, order_id). order_id is unique in the book,
             # so the heap never has to compare the _Level objects.
-            heap = [
-                (level.orders[0].sequence, level.orders[0].order_id, level)
-                for level in (levels[key] for key in keys[start:])
-            ]
+            heap = [(level.price, level.orders[0].order_id, level) for level in (levels[key] for key in keys[start:])]
             heapq.heapify(heap)
             while remaining and heap:
                 level = heap[0][2]

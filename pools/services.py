@@ -76,13 +76,6 @@ def books_ensure(*, ticker_id: int) -> None:
             book_lock(pool_id=pool_id, ticker_id=ticker_id)
 
 
-def book_fillable(*, book: Book, side: str, price: Decimal | None) -> int:
-    """How much an order of `side` with limit `price` could take from the locked lit book right now."""
-    venue_book = _load(book)
-    assert isinstance(venue_book, engine.LitBook), "fill-or-kill sizing reads lit books only"
-    return venue_book.fillable_quantity(engine.Side(side), price)
-
-
 def _load(book: Book) -> engine.LitBook | engine.DarkBook:
     rows = BookOrder.objects.filter(book=book, status=BookOrderStatus.OPEN).values_list(
         "id", "side", "price", "remaining", "sequence"

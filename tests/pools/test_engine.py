@@ -362,22 +362,22 @@ def test_lit_market_gtc_raises() -> None:
 
 
 @pytest.mark.parametrize(
-    "incoming",
+    ("incoming", "message"),
     [
-        IncomingOrder(10, BUY, D("100.00"), 0, DAY),
-        IncomingOrder(10, BUY, D("100.00"), -5, DAY),
-        IncomingOrder(10, BUY, D("0"), 5, DAY),
-        IncomingOrder(10, BUY, D("-1.00"), 5, DAY),
-        IncomingOrder(10, BUY, D("NaN"), 5, DAY),
-        IncomingOrder(1, BUY, D("99.00"), 5, DAY),  # order 1 already rests
+        (IncomingOrder(10, BUY, D("100.00"), 0, DAY), "quantity must be positive"),
+        (IncomingOrder(10, BUY, D("100.00"), -5, DAY), "quantity must be positive"),
+        (IncomingOrder(10, BUY, D("0"), 5, DAY), "positive finite"),
+        (IncomingOrder(10, BUY, D("-1.00"), 5, DAY), "positive finite"),
+        (IncomingOrder(10, BUY, D("NaN"), 5, DAY), "positive finite"),
+        (IncomingOrder(1, BUY, D("99.00"), 5, DAY), "already resting"),
     ],
 )
-def test_lit_submit_rejects_invalid_orders(incoming: IncomingOrder) -> None:
+def test_lit_submit_rejects_invalid_orders(incoming: IncomingOrder, message: str) -> None:
     # given
     book = LitBook([resting(1, SELL, "100.00", 10)])
 
     # when / then
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         book.submit(incoming, sequence=10)
     assert snapshot(book) == [(1, SELL, D("100.00"), 10, 1)]
 
@@ -397,7 +397,7 @@ def test_lit_add_rejects_duplicate_order_id() -> None:
     book = LitBook([resting(1, SELL, "100.00", 10)])
 
     # when / then
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="already resting"):
         book.add(resting(1, BUY, "99.00", 10))
 
 
@@ -690,7 +690,7 @@ def test_dark_market_gtc_raises() -> None:
     book = DarkBook()
 
     # when / then
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="GTC"):
         book.submit(market(10, BUY, 5, GTC), midpoint=D("100"), sequence=10)
 
 

@@ -30,9 +30,9 @@ RESTS = (TimeInForce.DAY, TimeInForce.GTC)
 Row = tuple[int, Side, Decimal, int, int]
 
 # Cent grid around 100 narrow enough that orders cross often.
-cents = st.integers(min_value=9990, max_value=10010).map(lambda c: Decimal(c).scaleb(-2))
+cents = st.integers(min_value=9995, max_value=10005).map(lambda c: Decimal(c).scaleb(-2))
 # Midpoints on the half-cent grid, printed with four decimals like midpoint().
-mids = st.none() | st.integers(min_value=19980, max_value=20020).map(lambda h: Decimal(h * 50).scaleb(-4))
+mids = st.none() | st.integers(min_value=19990, max_value=20010).map(lambda h: Decimal(h * 50).scaleb(-4))
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def initial_lit_orders(draw: st.DrawFn) -> list[RestingOrder]:
     orders = []
     for position, sequence in enumerate(sequences):
         side = draw(st.sampled_from(Side))
-        low, high = (9990, 9999) if side is BUY else (10000, 10010)
+        low, high = (9995, 9999) if side is BUY else (10000, 10005)
         cent = draw(st.integers(min_value=low, max_value=high))
         quantity = draw(st.integers(min_value=1, max_value=500))
         orders.append(RestingOrder(100_000 + position, side, Decimal(cent).scaleb(-2), quantity, sequence))
@@ -294,7 +294,7 @@ def run(
         check_queries(book, reference, spec, mid)
 
         if spec.price is None and spec.time_in_force is TimeInForce.GTC:
-            with pytest.raises(ValueError):
+            with pytest.raises(ValueError, match="GTC"):
                 submit(book, incoming, mid, sequence)
             assert rows(book) == snapshot
             continue

@@ -1,0 +1,271 @@
+"""The order flow through the services: split, route, match in dark and lit pools, trades, cancel, replays."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.db.models import Sum
+
+from broker.exceptions import Conflict
+from orders import services
+from orders.models import ChildOrder, ChildStatus, Order, OrderEvent, OrderStatus, Trade
+from pools.models import BookOrder, BookOrderOwner, BookOrderStatus, Execution, PoolKind
+from tests.conftest import drive, place
+
+pytestmark = pytest.mark.django_db
+
+
+def trades_of(order: Order) -> list[Trade]:
+    return list(Trade.objects.filter(order=order).select_related("pool", "execution"))
+
+
+def test_seed_order_is_split_routed_dark_first_and_filled(market: dict[str, object]) -> None:
+    # given the seed example: 8614 COIN, a marketable limit
+    order = place(quantity=8614, price="260.00")
+
+    # when it is routed and every child is matched
+    drive(order)
+
+    # then nine children of at most 1000, the first two pinging the dark pools, all filled
+    children = list(ChildOrder.objects.filter(parent=order).select_related("pool").order_by("index"))
+    assert [child.quantity for child in children] == [1000] * 8 + [614]
+    assert [child.pool.kind for child in children[:2]] == [PoolKind.DARK, PoolKind.DARK]
+    assert all(child.pool.kind == PoolKind.LIT for child in children[2:])
+    assert all(child.route_reason for child in children)
+    assert order.status == OrderStatus.FILLED
+    trades = trades_of(order)
+    assert sum(trade.quantity for trade in trades) == order.filled_quantity == 8614
+    assert all(trade.quantity <= 1000 and trade.price <= Decimal("260.00") for trade in trades)
+    assert {trade.pool.exchange_type for trade in trades} == {"LitPool", "DarkPool"}
+    assert order.fees == sum(trade.fee for trade in trades)
+    assert order.average_price == (
+        sum(trade.price * trade.quantity for trade in trades) / order.filled_quantity
+    ).quantize(Decimal("0.0001"))
+
+
+def test_every_trade_matches_its_venue_execution(market: dict[str, object]) -> None:
+    # given a filled order
+    order = place(quantity=3500, price="260.00")
+    drive(order)
+
+    # then each trade carries exactly its execution's venue, price, quantity and taker fee
+    for trade in trades_of(order):
+        execution = trade.execution
+        assert (execution.pool_id, execution.price, execution.quantity) == (trade.pool_id, trade.price, trade.quantity)
+        assert trade.fee == execution.taker_fee
+        assert execution.taker.client_ref == trade.child_id
+
+
+def test_dark_prints_at_the_nbbo_midpoint(market: dict[str, object]) -> None:
+    # given a large order that pings the dark pools
+    order = place(quantity=4000, price="260.00")
+
+    # when it is matched
+    drive(order)
+
+    # then every dark trade printed at a midpoint inside the limit, and dark and lit were both used
+    dark = [trade for trade in trades_of(order) if trade.pool.kind == PoolKind.DARK]
+    assert dark
+    for trade in dark:
+        assert trade.price <= Decimal("260.00")
+        assert trade.price == trade.price.quantize(Decimal("0.0001"))
+
+
+def test_dark_miss_is_rerouted_to_a_lit_venue(market: dict[str, object]) -> None:
+    # given dark pools with no interest at all
+    BookOrder.objects.filter(book__pool__kind=PoolKind.DARK).update(status=BookOrderStatus.CANCELLED, remaining=0)
+    order = place(quantity=3000, price="260.00")
+
+    # when routed and matched
+    drive(order)
+
+    # then the dark children came back and were filled on lit venues
+    assert order.status == OrderStatus.FILLED
+    dark_first = ChildOrder.objects.filter(parent=order, index__in=[1, 2]).select_related("pool")
+    for child in dark_first:
+        assert len(child.venues_tried) == 2
+        assert child.pool.kind == PoolKind.LIT
+        assert child.status == ChildStatus.FILLED
+    assert OrderEvent.objects.filter(order=order, kind="rerouted").count() == 2
+    assert not Trade.objects.filter(order=order, pool__kind=PoolKind.DARK).exists()
+
+
+def test_small_order_goes_to_the_best_lit_price(market: dict[str, object]) -> None:
+    # given the best displayed ask across lit venues
+    best_ask = (
+        BookOrder.objects.filter(book__pool__kind=PoolKind.LIT, side="Sell", status=BookOrderStatus.OPEN)
+        .order_by("price")
+        .values_list("price", "book__pool__name")
+        .first()
+    )
+    assert best_ask is not None
+
+    # when a small marketable buy is routed
+    order = place(quantity=100, price="260.00")
+    drive(order)
+
+    # then its single child went to that venue and printed at that price
+    child = ChildOrder.objects.select_related("pool").get(parent=order)
+    assert child.pool.name == best_ask[1]
+    assert [trade.price for trade in trades_of(order)] == [best_ask[0]]
+
+
+def test_customers_match_each_other_inside_the_spread(market: dict[str, object]) -> None:
+    # given a sell resting inside the provider spread (nothing displayed to take)
+    seller = place("000003", direction="Sell", quantity=300, price="256.62")
+    drive(seller)
+    assert seller.status == OrderStatus.ROUTED
+    resting = BookOrder.objects.get(client_ref=ChildOrder.objects.get(parent=seller).pk, status="Open")
+
+    # when another customer buys at that price
+    buyer = place("000002", direction="Buy", quantity=300, price="256.62")
+    drive(buyer)
+
+    # then one execution, two trades (one each), both orders filled at the resting price
+    seller.refresh_from_db()
+    assert (buyer.status, seller.status) == (OrderStatus.FILLED, OrderStatus.FILLED)
+    execution = Execution.objects.get(maker=resting)
+    sides = {trade.customer.customer_id: trade for trade in execution.trades.select_related("customer")}
+    assert set(sides) == {"000002", "000003"}
+    assert sides["000003"].liquidity == "Maker" and sides["000002"].liquidity == "Taker"
+    assert sides["000003"].price == sides["000002"].price == Decimal("256.62")
+    assert sides["000003"].fee == execution.maker_fee
+
+
+def test_ioc_with_nothing_to_take_is_cancelled_without_fills(market: dict[str, object]) -> None:
+    # given an IOC buy below every displayed ask
+    order = place(quantity=500, price="250.00", timeInForce="IOC")
+
+    # when routed
+    drive(order)
+
+    # then nothing rested and the order ended Cancelled with no fills
+    assert order.status == OrderStatus.CANCELLED
+    assert order.filled_quantity == 0
+    assert not BookOrder.objects.filter(client_ref__in=order.children.values("pk"), status="Open").exists()
+
+
+def test_day_limit_below_the_market_rests_visibly(market: dict[str, object]) -> None:
+    # when a Day buy far below the market is routed
+    order = place(quantity=500, price="200.00")
+    drive(order)
+
+    # then it rests on one venue and stays Routed
+    assert order.status == OrderStatus.ROUTED
+    child = ChildOrder.objects.get(parent=order)
+    assert BookOrder.objects.get(client_ref=child.pk, status="Open").remaining == 500
+
+
+def test_market_order_fills_and_never_rests(market: dict[str, object]) -> None:
+    # when a Market sell is routed
+    order = place(direction="Sell", type="Market", quantity=1500)
+    drive(order)
+
+    # then it filled completely against the bids
+    assert order.status == OrderStatus.FILLED
+    assert not BookOrder.objects.filter(client_ref__in=order.children.values("pk"), status="Open").exists()
+
+
+def test_fill_or_kill_that_cannot_fill_is_killed_without_trades(market: dict[str, object]) -> None:
+    # given more than all the displayed liquidity within the limit
+    order = place(quantity=900_000, price="257.00", timeInForce="FOK")
+
+    # when routed
+    drive(order)
+
+    # then nothing traded at all
+    assert order.status == OrderStatus.CANCELLED
+    assert "FOK" in order.reject_reason
+    assert not Trade.objects.filter(order=order).exists()
+    assert not ChildOrder.objects.filter(parent=order).exists()
+
+
+def test_fill_or_kill_fills_everything_across_venues(market: dict[str, object]) -> None:
+    # when a FOK buy that the lit venues can fill together is routed
+    order = place(quantity=4500, price="260.00", timeInForce="FOK")
+    drive(order)
+
+    # then it filled completely, over more than one venue
+    assert order.status == OrderStatus.FILLED
+    assert Trade.objects.filter(order=order).aggregate(total=Sum("quantity"))["total"] == 4500
+    assert Trade.objects.filter(order=order).values("pool").distinct().count() > 1
+
+
+def test_route_and_match_replays_are_no_ops(market: dict[str, object]) -> None:
+    # given a filled order
+    order = place(quantity=2500, price="260.00")
+    drive(order)
+    counts = (ChildOrder.objects.count(), Trade.objects.count(), Execution.objects.count(), OrderEvent.objects.count())
+
+    # when every task is delivered again
+    services.order_route(order_id=order.pk)
+    for child in ChildOrder.objects.filter(parent=order):
+        for attempt in range(1, child.attempt + 1):
+            services.child_match(child_id=child.pk, attempt=attempt)
+
+    # then nothing new happened
+    after = (ChildOrder.objects.count(), Trade.objects.count(), Execution.objects.count(), OrderEvent.objects.count())
+    assert after == counts
+
+
+def test_cancel_takes_a_resting_order_off_the_book_and_replays_quietly(market: dict[str, object]) -> None:
+    # given a resting order
+    order = place(quantity=500, price="200.00")
+    drive(order)
+    child = ChildOrder.objects.get(parent=order)
+
+    # when it is cancelled twice
+    first = services.order_cancel(order_id=order.pk, actor=None)
+    second = services.order_cancel(order_id=order.pk, actor=None)
+
+    # then it is off the book once, and the replay changed nothing
+    assert first.status == second.status == OrderStatus.CANCELLED
+    assert BookOrder.objects.get(client_ref=child.pk).status == BookOrderStatus.CANCELLED
+    assert OrderEvent.objects.filter(order=order, to_status=OrderStatus.CANCELLED, child=None).count() == 1
+
+
+def test_cancel_of_a_filled_order_is_refused(market: dict[str, object]) -> None:
+    order = place(quantity=100, price="260.00")
+    drive(order)
+    assert order.status == OrderStatus.FILLED
+
+    with pytest.raises(Conflict):
+        services.order_cancel(order_id=order.pk, actor=None)
+
+
+def test_disallowed_transition_is_refused(market: dict[str, object]) -> None:
+    order = place(quantity=100, price="260.00")
+    drive(order)
+
+    with pytest.raises(services.TransitionRefused):
+        services._transition(order, OrderStatus.ROUTED, actor="test", events=[])
+
+
+def test_gateway_sequence_strictly_increases(market: dict[str, object]) -> None:
+    sequences = [place(quantity=100 + index, price="200.00").sequence for index in range(5)]
+    assert sequences == sorted(sequences) and len(set(sequences)) == 5
+
+
+def test_market_order_without_reference_price_is_rejected(market: dict[str, object]) -> None:
+    from tests.conftest import make_ticker
+
+    ticker = make_ticker("ZZZZ")
+    ticker.reference_price = None
+    ticker.save()
+    order = place(ticker="ZZZZ", type="Market")
+    assert isinstance(order, Order)
+    assert order.status == OrderStatus.REJECTED
+    assert "reference price" in order.reject_reason
+
+
+def test_liquidity_provider_replenishes_after_fills(market: dict[str, object]) -> None:
+    # when several large orders take liquidity
+    for _ in range(4):
+        drive(place(quantity=5000, price="260.00"))
+
+    # then every lit book still shows provider asks
+    lit_asks = BookOrder.objects.filter(
+        book__pool__kind=PoolKind.LIT, owner=BookOrderOwner.LIQUIDITY, side="Sell", status=BookOrderStatus.OPEN
+    )
+    assert lit_asks.values("book").distinct().count() == 4
