@@ -167,6 +167,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_DEFAULT_QUEUE = "orders"
 BROKER_QUEUES = ("orders", "lit", "dark", "settlement", "marketdata", "reporting")
 CELERY_TASK_QUEUES = [Queue(name) for name in BROKER_QUEUES]
+# Venue tasks are sent to `lit` or `dark` explicitly, per child, by the order service.
+CELERY_TASK_ROUTES = {"orders.route_order": {"queue": "orders"}, "orders.sweep": {"queue": "orders"}}
 # Publishing must not hang an HTTP request when the broker is down; the sweeper re-drives the order.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
@@ -198,6 +200,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Order entry, trades and the live fill stream of the broker back office.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Only /api/health is public; the schema and its UI need a token or a staff session like the rest.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # Swagger UI assets from the sidecar package: no CDN at run time.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

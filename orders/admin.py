@@ -2,40 +2,43 @@ from django.contrib import admin
 
 from orders.models import ChildOrder, Order, OrderEvent, Trade
 
+CHILD_FIELDS = (
+    "index",
+    "quantity",
+    "filled_quantity",
+    "status",
+    "pool",
+    "venue_time_in_force",
+    "route_reason",
+    "venues_tried",
+)
+EVENT_FIELDS = ("created_at", "kind", "child", "from_status", "to_status", "actor", "detail")
 
-class ChildOrderInline(admin.TabularInline):  # type: ignore[type-arg]
+
+class ChildOrderInline(admin.TabularInline):
     model = ChildOrder
     extra = 0
     can_delete = False
-    fields = [
-        "index",
-        "quantity",
-        "filled_quantity",
-        "status",
-        "pool",
-        "venue_time_in_force",
-        "route_reason",
-        "venues_tried",
-    ]
-    readonly_fields = fields
+    fields = CHILD_FIELDS
+    readonly_fields = CHILD_FIELDS
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request, obj=None):
         return False
 
 
-class OrderEventInline(admin.TabularInline):  # type: ignore[type-arg]
+class OrderEventInline(admin.TabularInline):
     model = OrderEvent
     extra = 0
     can_delete = False
-    fields = ["created_at", "kind", "child", "from_status", "to_status", "actor", "detail"]
-    readonly_fields = fields
+    fields = EVENT_FIELDS
+    readonly_fields = EVENT_FIELDS
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request, obj=None):
         return False
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class OrderAdmin(admin.ModelAdmin):
     list_display = [
         "sequence",
         "order_id",
@@ -78,12 +81,12 @@ class OrderAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "updated_at",
     ]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False  # orders are entered through the API or the order ticket, which validate and route
 
 
 @admin.register(ChildOrder)
-class ChildOrderAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ChildOrderAdmin(admin.ModelAdmin):
     list_display = [
         "id",
         "parent",
@@ -117,7 +120,7 @@ class ChildOrderAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(Trade)
-class TradeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class TradeAdmin(admin.ModelAdmin):
     list_display = [
         "trade_id",
         "customer",
@@ -152,19 +155,19 @@ class TradeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "settlement_date",
     ]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False
 
 
 @admin.register(OrderEvent)
-class OrderEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class OrderEventAdmin(admin.ModelAdmin):
     list_display = ["id", "order", "child", "kind", "from_status", "to_status", "actor", "created_at"]
     list_filter = ["kind", "to_status"]
     search_fields = ["=order__order_id", "actor"]
     readonly_fields = ["order", "child", "kind", "from_status", "to_status", "actor", "detail", "created_at"]
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request, obj=None):
         return False  # append-only audit log
 
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request, obj=None):
         return False

@@ -13,16 +13,20 @@ UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
 
 
-class FillsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class FillsConsumer(AsyncJsonWebsocketConsumer):
     groups: list[str] = []
 
     async def connect(self) -> None:
+        # Refusals accept first and then close with a 44xx code: a bare handshake 403 would not tell an
+        # API client whether its token was wrong (4401) or not bound to a customer (4403).
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
+            await self.accept()
             await self.close(code=UNAUTHENTICATED)
             return
         group = await self._group_for(user)
         if group is None:
+            await self.accept()
             await self.close(code=FORBIDDEN)
             return
         self.subscribed = group

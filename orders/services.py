@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -75,9 +75,9 @@ class _Effects:
         from orders.api.serializers import OrderOutputSerializer, TradeOutputSerializer
 
         for order_id in self.routes:
-            tasks.route_order.apply_async(args=[order_id])
+            tasks.route_order.apply_async(args=(order_id,))
         for child_id, attempt, queue in self.matches:
-            tasks.match_child.apply_async(args=[child_id, attempt], queue=queue)
+            tasks.match_child.apply_async(args=(child_id, attempt), queue=queue)
         messages: list[tuple[str, dict[str, Any]]] = []
         for trade in self.trades:
             messages.append(
@@ -194,7 +194,7 @@ def order_place(*, request: OrderRequest, customer: Customer, ticker: Ticker, ac
                 time_in_force=request.time_in_force,
                 client_order_id=request.client_order_id,
                 request_fingerprint=fingerprint,
-                entered_by=actor if actor is not None and actor.is_authenticated else None,
+                entered_by=cast(Any, actor) if actor is not None and actor.is_authenticated else None,
             )
     except IntegrityError:
         if not request.client_order_id:
@@ -385,6 +385,7 @@ def _route_fill_or_kill(*, order_id: int) -> Order:
             )
             books_by_pool = {book.pool_id: book for book in books}
             for child in children:
+                assert child.pool_id is not None
                 _submit_locked(book=books_by_pool[child.pool_id], child=child, effects=effects, may_reroute=False)
             order.refresh_from_db()
             if order.filled_quantity != order.quantity:

@@ -18,7 +18,6 @@ TRANSIENT = (OperationalError,)
 
 @shared_task(
     name="orders.route_order",
-    queue="orders",
     acks_late=True,
     autoretry_for=TRANSIENT,
     retry_backoff=True,
@@ -44,6 +43,6 @@ def match_child(child_id: int, attempt: int) -> None:
     services.child_match(child_id=child_id, attempt=attempt)
 
 
-@shared_task(name="orders.sweep", queue="orders", acks_late=True, time_limit=60, soft_time_limit=50)
+@shared_task(name="orders.sweep", acks_late=True, time_limit=60, soft_time_limit=50)
 def sweep() -> dict[str, int]:
     return services.orders_sweep()

@@ -10,7 +10,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 
@@ -147,12 +147,13 @@ def parse_order_request(data: Any) -> OrderRequest:
 
     if errors:
         raise ValidationFailed(errors)
+    # Every field below was checked above; the casts only tell the type checker so.
     return OrderRequest(
-        customer_id=customer_id,
-        direction=direction,
-        ticker=ticker,
-        order_type=order_type,
-        quantity=quantity,
+        customer_id=cast(str, customer_id),
+        direction=cast(str, direction),
+        ticker=cast(str, ticker),
+        order_type=cast(str, order_type),
+        quantity=cast(int, quantity),
         price=price,
         time_in_force=time_in_force,
         client_order_id=client_order_id,

@@ -4,14 +4,14 @@ from pools.models import Book, BookOrder, Execution, Pool
 
 
 @admin.register(Pool)
-class PoolAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class PoolAdmin(admin.ModelAdmin):
     list_display = ["name", "description", "kind", "maker_fee", "taker_fee", "active"]
     list_filter = ["kind", "active"]
     search_fields = ["name", "description"]
 
 
 @admin.register(Book)
-class BookAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class BookAdmin(admin.ModelAdmin):
     list_display = ["__str__", "pool", "ticker", "best_bid", "best_ask", "next_sequence", "updated_at"]
     list_filter = ["pool"]
     search_fields = ["ticker__symbol"]
@@ -20,7 +20,7 @@ class BookAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(BookOrder)
-class BookOrderAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class BookOrderAdmin(admin.ModelAdmin):
     list_display = [
         "id",
         "book",
@@ -55,7 +55,7 @@ class BookOrderAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(Execution)
-class ExecutionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ExecutionAdmin(admin.ModelAdmin):
     list_display = [
         "execution_id",
         "pool",
@@ -72,8 +72,8 @@ class ExecutionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_select_related = ["pool", "ticker"]
     date_hierarchy = "executed_at"
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request, obj=None):
         return False  # the drop copy is append-only
 
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request, obj=None):
         return False

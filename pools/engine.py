@@ -124,6 +124,18 @@ def _check_price(price: object) -> Decimal:
     return price
 
 
+def _as_side(side: Side) -> Side:
+    # Enum lookup by value is slow next to an identity check, and this runs for
+    # every order loaded; plain strings ("Buy") from the ORM still get coerced.
+    return side if side.__class__ is Side else Side(side)
+
+
+def _as_time_in_force(time_in_force: TimeInForce) -> TimeInForce:
+    if time_in_force.__class__ is TimeInForce:
+        return time_in_force
+    return TimeInForce(time_in_force)
+
+
 def _check_quantity(quantity: int) -> None:
     if quantity <= 0:
         raise ValueError(f"quantity must be positive, got {quantity}")
@@ -251,7 +263,7 @@ class _Book:
         that to the caller's objects would corrupt a list reused to build another
         book (e.g. a benchmark or a retry).
         """
-        side = Side(order.side)
+        side = _as_side(order.side)
         price = _check_price(order.price)
         _check_quantity(order.quantity)
         if order.order_id in self._index:
@@ -277,8 +289,8 @@ class _Book:
         return self._asks if side is Side.BUY else self._bids
 
     def _validate(self, incoming: IncomingOrder) -> tuple[Side, TimeInForce, Decimal | None]:
-        side = Side(incoming.side)
-        time_in_force = TimeInForce(incoming.time_in_force)
+        side = _as_side(incoming.side)
+        time_in_force = _as_time_in_force(incoming.time_in_force)
         price = incoming.price
         if price is None:
             if time_in_force is TimeInForce.GTC:
@@ -365,16 +377,7 @@ class LitBook(_Book):
                 keys.pop()
                 del levels[top]
 
-        return self._finish(
-            incoming,
-            side,
-            time_in_force,
-            price,
-            sequence,
-            fills,
-            maker_remaining,
-            remaining,
-        )
+        return self._finish(incoming, side, time_in_force, price, sequence, fills, maker_remaining, remaining)
 
     def best_bid(self) -> Decimal | None:
         return self._bids.best_price()
@@ -387,7 +390,7 @@ class LitBook(_Book):
         result: list[tuple[Decimal, int]] = []
         if levels <= 0:
             return result
-        for level in self._own_side(Side(side)).levels_best_first():
+        for level in self._own_side(_as_side(side)).levels_best_first():
             result.append((level.price, level.quantity))
             if len(result) == levels:
                 break
@@ -397,7 +400,7 @@ class LitBook(_Book):
         """How much an incoming ``side`` order limited at ``price`` could fill now."""
         if price is not None:
             _check_price(price)
-        contra = self._contra_side(Side(side))
+        contra = self._contra_side(_as_side(side))
         return contra.quantity_from(contra.start_at(price))
 
     def resting(self) -> list[RestingOrder]:
@@ -449,7 +452,10 @@ class DarkBook(_Book):
             # Eligible makers are the contra levels at or through the mid; merge
             # their queues by (sequence, order_id). order_id is unique in the book,
             # so the heap never has to compare the _Level objects.
-            heap = [(level.price, level.orders[0].order_id, level) for level in (levels[key] for key in keys[start:])]
+            heap = [
+                (level.orders[0].sequence, level.orders[0].order_id, level)
+                for level in (levels[key] for key in keys[start:])
+            ]
             heapq.heapify(heap)
             while remaining and heap:
                 level = heap[0][2]
@@ -471,21 +477,12 @@ class DarkBook(_Book):
                     heapq.heappop(heap)
                     contra.drop_level(level)
 
-        return self._finish(
-            incoming,
-            side,
-            time_in_force,
-            price,
-            sequence,
-            fills,
-            maker_remaining,
-            remaining,
-        )
+        return self._finish(incoming, side, time_in_force, price, sequence, fills, maker_remaining, remaining)
 
     def fillable_quantity(self, side: Side, price: Decimal | None, *, midpoint: Decimal | None) -> int:
         if price is not None:
             _check_price(price)
-        side = Side(side)
+        side = _as_side(side)
         start = self._eligible_start(side, price, midpoint)
         if start is None:
             return 0

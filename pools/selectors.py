@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import cast
 
 from django.db.models import Max, Min, Sum
 
 from pools import engine
-from pools.models import BookOrderStatus, Pool, PoolKind
+from pools.models import BookOrder, BookOrderStatus, Pool, PoolKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +50,6 @@ def lit_depth(*, ticker_id: int, side: str, limit: Decimal | None) -> list[Depth
     For a buy these are the asks at or below the limit; for a sell the bids at or above it.
     """
     contra = engine.Side.SELL if side == engine.Side.BUY else engine.Side.BUY
-    from pools.models import BookOrder
-
     queryset = BookOrder.objects.filter(
         book__ticker_id=ticker_id,
         book__pool__kind=PoolKind.LIT,
@@ -61,6 +60,9 @@ def lit_depth(*, ticker_id: int, side: str, limit: Decimal | None) -> list[Depth
     if limit is not None:
         queryset = queryset.filter(price__lte=limit) if side == engine.Side.BUY else queryset.filter(price__gte=limit)
     rows = queryset.values("book__pool_id", "price").annotate(quantity=Sum("remaining"))
-    levels = [DepthLevel(pool_id=row["book__pool_id"], price=row["price"], quantity=row["quantity"]) for row in rows]
+    levels = [
+        DepthLevel(pool_id=row["book__pool_id"], price=cast(Decimal, row["price"]), quantity=row["quantity"])
+        for row in rows
+    ]
     levels.sort(key=lambda level: level.price, reverse=side == engine.Side.SELL)
     return levels

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from typing import cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -77,11 +78,14 @@ def books_ensure(*, ticker_id: int) -> None:
 
 
 def _load(book: Book) -> engine.LitBook | engine.DarkBook:
-    rows = BookOrder.objects.filter(book=book, status=BookOrderStatus.OPEN).values_list(
+    # Only limit orders ever rest, so an open order always has a price.
+    rows = BookOrder.objects.filter(book=book, status=BookOrderStatus.OPEN, price__isnull=False).values_list(
         "id", "side", "price", "remaining", "sequence"
     )
     resting = (
-        engine.RestingOrder(order_id=pk, side=engine.Side(side), price=price, quantity=remaining, sequence=sequence)
+        engine.RestingOrder(
+            order_id=pk, side=engine.Side(side), price=cast(Decimal, price), quantity=remaining, sequence=sequence
+        )
         for pk, side, price, remaining, sequence in rows
     )
     return engine.DarkBook(resting) if book.pool.kind == PoolKind.DARK else engine.LitBook(resting)

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
+from typing import TypedDict
 
 import pytest
 from django.conf import settings
@@ -15,6 +16,7 @@ from broker import embedded
 from broker import services as broker_services
 from broker.models import Customer, Ticker
 from orders.management.commands.seed_demo import CUSTOMERS, POOLS
+from orders.models import Order
 from pools import services as pool_services
 from pools.models import Pool
 
@@ -54,8 +56,14 @@ def make_ticker(symbol: str = "COIN", price: str = "256.62") -> Ticker:
     )
 
 
+class Market(TypedDict):
+    pools: dict[str, Pool]
+    customers: dict[str, Customer]
+    ticker: Ticker
+
+
 @pytest.fixture
-def market(db: None) -> dict[str, object]:
+def market(db: None) -> Market:
     """Venues, the demo customers and COIN with seeded liquidity on every venue."""
     pools = make_pools()
     customers = make_customers()
@@ -78,7 +86,7 @@ def staff_client(username: str = "desk") -> APIClient:
     return client
 
 
-def drive(order: object, *, rounds: int = 20) -> None:
+def drive(order: Order, *, rounds: int = 20) -> None:
     """Do synchronously what the workers do: route the order, then send every in-flight child.
 
     In a non-transactional test the on-commit task enqueues never fire, so this stands in for them
@@ -87,9 +95,8 @@ def drive(order: object, *, rounds: int = 20) -> None:
     from django.db.models import F
 
     from orders import services
-    from orders.models import FINAL_CHILD_STATUSES, ChildOrder, Order
+    from orders.models import FINAL_CHILD_STATUSES, ChildOrder
 
-    assert isinstance(order, Order)
     services.order_route(order_id=order.pk)
     for _ in range(rounds):
         in_flight = list(
@@ -104,7 +111,7 @@ def drive(order: object, *, rounds: int = 20) -> None:
     order.refresh_from_db()
 
 
-def place(customer_id: str = "000002", **fields: object) -> object:
+def place(customer_id: str = "000002", **fields: object) -> Order:
     """Validate and place an order through the same service the API uses."""
     from broker.selectors import ticker_by_symbol
     from orders import services

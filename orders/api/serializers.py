@@ -31,17 +31,17 @@ def format_time(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-class PriceField(serializers.Field):  # type: ignore[type-arg]
+class PriceField(serializers.Field):
     def to_representation(self, value: Decimal | None) -> str | None:
         return format_price(value)
 
 
-class TimeField(serializers.Field):  # type: ignore[type-arg]
+class TimeField(serializers.Field):
     def to_representation(self, value: datetime | None) -> str | None:
         return format_time(value)
 
 
-class TradeOutputSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class TradeOutputSerializer(serializers.ModelSerializer):
     """One fill, in the seed's output shape."""
 
     customerId = serializers.CharField(source="customer.customer_id")
@@ -86,7 +86,7 @@ class TradeOutputSerializer(serializers.ModelSerializer):  # type: ignore[type-a
         return "Yes" if trade.order.quantity > settings.MAX_CHILD_QUANTITY else "No"
 
 
-class ChildOrderOutputSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class ChildOrderOutputSerializer(serializers.ModelSerializer):
     childIndex = serializers.IntegerField(source="index")
     quantity = serializers.IntegerField()
     filledQuantity = serializers.IntegerField(source="filled_quantity")
@@ -112,7 +112,7 @@ class ChildOrderOutputSerializer(serializers.ModelSerializer):  # type: ignore[t
         ]
 
 
-class OrderOutputSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+class OrderOutputSerializer(serializers.ModelSerializer):
     orderId = serializers.UUIDField(source="order_id")
     customerId = serializers.CharField(source="customer.customer_id")
     direction = serializers.CharField()

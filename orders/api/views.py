@@ -71,7 +71,7 @@ class TradeFilter(django_filters.FilterSet):
         return queryset.filter(pool__kind="Lit" if value == "LitPool" else "Dark")
 
 
-class OrderListCreateView(generics.ListAPIView):  # type: ignore[type-arg]
+class OrderListCreateView(generics.ListAPIView):
     serializer_class = OrderOutputSerializer
     filterset_class = OrderFilter
 
@@ -122,7 +122,7 @@ class OrderCancelView(APIView):
         return Response(OrderOutputSerializer(cancelled).data)
 
 
-class TradeListView(generics.ListAPIView):  # type: ignore[type-arg]
+class TradeListView(generics.ListAPIView):
     serializer_class = TradeOutputSerializer
     filterset_class = TradeFilter
 

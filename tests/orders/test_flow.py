@@ -10,17 +10,22 @@ from django.db.models import Sum
 from broker.exceptions import Conflict
 from orders import services
 from orders.models import ChildOrder, ChildStatus, Order, OrderEvent, OrderStatus, Trade
-from pools.models import BookOrder, BookOrderOwner, BookOrderStatus, Execution, PoolKind
-from tests.conftest import drive, place
+from pools.models import BookOrder, BookOrderOwner, BookOrderStatus, Execution, Pool, PoolKind
+from tests.conftest import Market, drive, place
 
 pytestmark = pytest.mark.django_db
+
+
+def venue(child: ChildOrder) -> Pool:
+    assert child.pool is not None, f"child {child.pk} was never routed"
+    return child.pool
 
 
 def trades_of(order: Order) -> list[Trade]:
     return list(Trade.objects.filter(order=order).select_related("pool", "execution"))
 
 
-def test_seed_order_is_split_routed_dark_first_and_filled(market: dict[str, object]) -> None:
+def test_seed_order_is_split_routed_dark_first_and_filled(market: Market) -> None:
     # given the seed example: 8614 COIN, a marketable limit
     order = place(quantity=8614, price="260.00")
 
@@ -30,8 +35,8 @@ def test_seed_order_is_split_routed_dark_first_and_filled(market: dict[str, obje
     # then nine children of at most 1000, the first two pinging the dark pools, all filled
     children = list(ChildOrder.objects.filter(parent=order).select_related("pool").order_by("index"))
     assert [child.quantity for child in children] == [1000] * 8 + [614]
-    assert [child.pool.kind for child in children[:2]] == [PoolKind.DARK, PoolKind.DARK]
-    assert all(child.pool.kind == PoolKind.LIT for child in children[2:])
+    assert [venue(child).kind for child in children[:2]] == [PoolKind.DARK, PoolKind.DARK]
+    assert all(venue(child).kind == PoolKind.LIT for child in children[2:])
     assert all(child.route_reason for child in children)
     assert order.status == OrderStatus.FILLED
     trades = trades_of(order)
@@ -40,11 +45,11 @@ def test_seed_order_is_split_routed_dark_first_and_filled(market: dict[str, obje
     assert {trade.pool.exchange_type for trade in trades} == {"LitPool", "DarkPool"}
     assert order.fees == sum(trade.fee for trade in trades)
     assert order.average_price == (
-        sum(trade.price * trade.quantity for trade in trades) / order.filled_quantity
+        sum((trade.price * trade.quantity for trade in trades), Decimal(0)) / order.filled_quantity
     ).quantize(Decimal("0.0001"))
 
 
-def test_every_trade_matches_its_venue_execution(market: dict[str, object]) -> None:
+def test_every_trade_matches_its_venue_execution(market: Market) -> None:
     # given a filled order
     order = place(quantity=3500, price="260.00")
     drive(order)
@@ -57,7 +62,7 @@ def test_every_trade_matches_its_venue_execution(market: dict[str, object]) -> N
         assert execution.taker.client_ref == trade.child_id
 
 
-def test_dark_prints_at_the_nbbo_midpoint(market: dict[str, object]) -> None:
+def test_dark_prints_at_the_nbbo_midpoint(market: Market) -> None:
     # given a large order that pings the dark pools
     order = place(quantity=4000, price="260.00")
 
@@ -72,7 +77,7 @@ def test_dark_prints_at_the_nbbo_midpoint(market: dict[str, object]) -> None:
         assert trade.price == trade.price.quantize(Decimal("0.0001"))
 
 
-def test_dark_miss_is_rerouted_to_a_lit_venue(market: dict[str, object]) -> None:
+def test_dark_miss_is_rerouted_to_a_lit_venue(market: Market) -> None:
     # given dark pools with no interest at all
     BookOrder.objects.filter(book__pool__kind=PoolKind.DARK).update(status=BookOrderStatus.CANCELLED, remaining=0)
     order = place(quantity=3000, price="260.00")
@@ -85,13 +90,13 @@ def test_dark_miss_is_rerouted_to_a_lit_venue(market: dict[str, object]) -> None
     dark_first = ChildOrder.objects.filter(parent=order, index__in=[1, 2]).select_related("pool")
     for child in dark_first:
         assert len(child.venues_tried) == 2
-        assert child.pool.kind == PoolKind.LIT
+        assert venue(child).kind == PoolKind.LIT
         assert child.status == ChildStatus.FILLED
     assert OrderEvent.objects.filter(order=order, kind="rerouted").count() == 2
     assert not Trade.objects.filter(order=order, pool__kind=PoolKind.DARK).exists()
 
 
-def test_small_order_goes_to_the_best_lit_price(market: dict[str, object]) -> None:
+def test_small_order_goes_to_the_best_lit_price(market: Market) -> None:
     # given the best displayed ask across lit venues
     best_ask = (
         BookOrder.objects.filter(book__pool__kind=PoolKind.LIT, side="Sell", status=BookOrderStatus.OPEN)
@@ -107,11 +112,11 @@ def test_small_order_goes_to_the_best_lit_price(market: dict[str, object]) -> No
 
     # then its single child went to that venue and printed at that price
     child = ChildOrder.objects.select_related("pool").get(parent=order)
-    assert child.pool.name == best_ask[1]
+    assert venue(child).name == best_ask[1]
     assert [trade.price for trade in trades_of(order)] == [best_ask[0]]
 
 
-def test_customers_match_each_other_inside_the_spread(market: dict[str, object]) -> None:
+def test_customers_match_each_other_inside_the_spread(market: Market) -> None:
     # given a sell resting inside the provider spread (nothing displayed to take)
     seller = place("000003", direction="Sell", quantity=300, price="256.62")
     drive(seller)
@@ -128,12 +133,13 @@ def test_customers_match_each_other_inside_the_spread(market: dict[str, object])
     execution = Execution.objects.get(maker=resting)
     sides = {trade.customer.customer_id: trade for trade in execution.trades.select_related("customer")}
     assert set(sides) == {"000002", "000003"}
-    assert sides["000003"].liquidity == "Maker" and sides["000002"].liquidity == "Taker"
+    assert sides["000003"].liquidity == "Maker"
+    assert sides["000002"].liquidity == "Taker"
     assert sides["000003"].price == sides["000002"].price == Decimal("256.62")
     assert sides["000003"].fee == execution.maker_fee
 
 
-def test_ioc_with_nothing_to_take_is_cancelled_without_fills(market: dict[str, object]) -> None:
+def test_ioc_with_nothing_to_take_is_cancelled_without_fills(market: Market) -> None:
     # given an IOC buy below every displayed ask
     order = place(quantity=500, price="250.00", timeInForce="IOC")
 
@@ -146,7 +152,7 @@ def test_ioc_with_nothing_to_take_is_cancelled_without_fills(market: dict[str, o
     assert not BookOrder.objects.filter(client_ref__in=order.children.values("pk"), status="Open").exists()
 
 
-def test_day_limit_below_the_market_rests_visibly(market: dict[str, object]) -> None:
+def test_day_limit_below_the_market_rests_visibly(market: Market) -> None:
     # when a Day buy far below the market is routed
     order = place(quantity=500, price="200.00")
     drive(order)
@@ -157,7 +163,7 @@ def test_day_limit_below_the_market_rests_visibly(market: dict[str, object]) -> 
     assert BookOrder.objects.get(client_ref=child.pk, status="Open").remaining == 500
 
 
-def test_market_order_fills_and_never_rests(market: dict[str, object]) -> None:
+def test_market_order_fills_and_never_rests(market: Market) -> None:
     # when a Market sell is routed
     order = place(direction="Sell", type="Market", quantity=1500)
     drive(order)
@@ -167,7 +173,7 @@ def test_market_order_fills_and_never_rests(market: dict[str, object]) -> None:
     assert not BookOrder.objects.filter(client_ref__in=order.children.values("pk"), status="Open").exists()
 
 
-def test_fill_or_kill_that_cannot_fill_is_killed_without_trades(market: dict[str, object]) -> None:
+def test_fill_or_kill_that_cannot_fill_is_killed_without_trades(market: Market) -> None:
     # given more than all the displayed liquidity within the limit
     order = place(quantity=900_000, price="257.00", timeInForce="FOK")
 
@@ -181,7 +187,7 @@ def test_fill_or_kill_that_cannot_fill_is_killed_without_trades(market: dict[str
     assert not ChildOrder.objects.filter(parent=order).exists()
 
 
-def test_fill_or_kill_fills_everything_across_venues(market: dict[str, object]) -> None:
+def test_fill_or_kill_fills_everything_across_venues(market: Market) -> None:
     # when a FOK buy that the lit venues can fill together is routed
     order = place(quantity=4500, price="260.00", timeInForce="FOK")
     drive(order)
@@ -192,7 +198,7 @@ def test_fill_or_kill_fills_everything_across_venues(market: dict[str, object]) 
     assert Trade.objects.filter(order=order).values("pool").distinct().count() > 1
 
 
-def test_route_and_match_replays_are_no_ops(market: dict[str, object]) -> None:
+def test_route_and_match_replays_are_no_ops(market: Market) -> None:
     # given a filled order
     order = place(quantity=2500, price="260.00")
     drive(order)
@@ -209,7 +215,7 @@ def test_route_and_match_replays_are_no_ops(market: dict[str, object]) -> None:
     assert after == counts
 
 
-def test_cancel_takes_a_resting_order_off_the_book_and_replays_quietly(market: dict[str, object]) -> None:
+def test_cancel_takes_a_resting_order_off_the_book_and_replays_quietly(market: Market) -> None:
     # given a resting order
     order = place(quantity=500, price="200.00")
     drive(order)
@@ -225,7 +231,7 @@ def test_cancel_takes_a_resting_order_off_the_book_and_replays_quietly(market: d
     assert OrderEvent.objects.filter(order=order, to_status=OrderStatus.CANCELLED, child=None).count() == 1
 
 
-def test_cancel_of_a_filled_order_is_refused(market: dict[str, object]) -> None:
+def test_cancel_of_a_filled_order_is_refused(market: Market) -> None:
     order = place(quantity=100, price="260.00")
     drive(order)
     assert order.status == OrderStatus.FILLED
@@ -234,7 +240,7 @@ def test_cancel_of_a_filled_order_is_refused(market: dict[str, object]) -> None:
         services.order_cancel(order_id=order.pk, actor=None)
 
 
-def test_disallowed_transition_is_refused(market: dict[str, object]) -> None:
+def test_disallowed_transition_is_refused(market: Market) -> None:
     order = place(quantity=100, price="260.00")
     drive(order)
 
@@ -242,12 +248,13 @@ def test_disallowed_transition_is_refused(market: dict[str, object]) -> None:
         services._transition(order, OrderStatus.ROUTED, actor="test", events=[])
 
 
-def test_gateway_sequence_strictly_increases(market: dict[str, object]) -> None:
+def test_gateway_sequence_strictly_increases(market: Market) -> None:
     sequences = [place(quantity=100 + index, price="200.00").sequence for index in range(5)]
-    assert sequences == sorted(sequences) and len(set(sequences)) == 5
+    assert sequences == sorted(sequences)
+    assert len(set(sequences)) == 5
 
 
-def test_market_order_without_reference_price_is_rejected(market: dict[str, object]) -> None:
+def test_market_order_without_reference_price_is_rejected(market: Market) -> None:
     from tests.conftest import make_ticker
 
     ticker = make_ticker("ZZZZ")
@@ -259,7 +266,7 @@ def test_market_order_without_reference_price_is_rejected(market: dict[str, obje
     assert "reference price" in order.reject_reason
 
 
-def test_liquidity_provider_replenishes_after_fills(market: dict[str, object]) -> None:
+def test_liquidity_provider_replenishes_after_fills(market: Market) -> None:
     # when several large orders take liquidity
     for _ in range(4):
         drive(place(quantity=5000, price="260.00"))

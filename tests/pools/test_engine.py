@@ -392,6 +392,21 @@ def test_lit_rejects_float_price() -> None:
         book.submit(incoming, sequence=10)
 
 
+def test_lit_accepts_plain_string_side_and_time_in_force_from_the_database() -> None:
+    # given: values as a CharField returns them, not enum members
+    book = LitBook([RestingOrder(1, "Sell", D("100.00"), 10, 1)])  # type: ignore[arg-type]
+    incoming = IncomingOrder(10, "Buy", D("100.00"), 15, "GTC")  # type: ignore[arg-type]
+
+    # when
+    result = book.submit(incoming, sequence=10)
+
+    # then
+    assert result.fills == [Fill(1, 10, D("100.00"), 10)]
+    assert result.rested_quantity == 5
+    assert [o.side for o in book.resting()] == [BUY]
+    assert book.resting()[0].side is BUY
+
+
 def test_lit_add_rejects_duplicate_order_id() -> None:
     # given
     book = LitBook([resting(1, SELL, "100.00", 10)])

@@ -1,0 +1,339 @@
+"""`python -m bench`: one isolated run of every benchmark phase, then a Markdown table.
+
+Phase order is deliberate: the in-process engine and the raw database baselines run before the web
+server and worker exist, so they see the machine as a ceiling would. Then, against the full stack:
+the hot book (worker only, on an untouched stack), the API load, and the latency run, with the web
+server and worker restarted on empty queues before the latency run so the API load's backlog (and
+whatever the web process still holds) cannot bleed into it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from types import FrameType
+
+from bench import engine_bench
+from bench.report import LOCK_UPDATE_INSERT, RAW_INSERT, Report, Row
+from bench.stack import Stack, prepare_environment
+
+HOT_TICKER = "AAPL"
+# Its own ticker, so the in-process query count leaves the hot book and the API tickers untouched.
+QUERY_TICKER = "XOM"
+API_TICKERS = 8
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark the broker back office on its own isolated stack. Every option also reads "
+        "an environment variable (shown in brackets).",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=_env_float("BENCH_SECONDS", 10),
+        help="length of the API load and of the latency run [BENCH_SECONDS, 10]",
+    )
+    parser.add_argument(
+        "--baseline-seconds",
+        type=float,
+        default=_env_float("BENCH_BASELINE_SECONDS", 5),
+        help="length of each raw database baseline [BENCH_BASELINE_SECONDS, 5]",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=_env_int("BENCH_CONCURRENCY", 8),
+        help="HTTP clients and baseline threads [BENCH_CONCURRENCY, 8]",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=_env_float("BENCH_RATE", 100),
+        help="orders/s sent in the latency run [BENCH_RATE, 100]",
+    )
+    parser.add_argument(
+        "--hot-orders",
+        type=int,
+        default=_env_int("BENCH_HOT_ORDERS", 1000),
+        help="orders in the hot-book run [BENCH_HOT_ORDERS, 1000]",
+    )
+    parser.add_argument(
+        "--hot-timeout",
+        type=float,
+        default=_env_float("BENCH_HOT_TIMEOUT", 60),
+        help="give up on the hot-book drain after this many seconds [BENCH_HOT_TIMEOUT, 60]",
+    )
+    parser.add_argument(
+        "--engine-orders",
+        type=int,
+        default=_env_int("BENCH_ENGINE_ORDERS", 100_000),
+        help="orders submitted to the in-process engine [BENCH_ENGINE_ORDERS, 100000]",
+    )
+    parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench reference row")
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (database, logs) afterwards")
+    return parser.parse_args(argv)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def log(self, text: str) -> None:
+        print(f"[bench {time.monotonic() - self.start:6.1f}s] {text}", file=sys.stderr, flush=True)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Same path as Ctrl-C, so `kill <pid>` also runs the teardown.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    clock = _Clock()
+    run_dir = prepare_environment()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    stack = Stack(run_dir, keep=options.keep, log=clock.log)
+    report = Report()
+    interrupted = False
+    try:
+        _run_phases(options, stack, report, clock)
+        report.complete = not report.failures
+    except KeyboardInterrupt:
+        interrupted = True
+        clock.log("interrupted: tearing down")
+    except Exception:  # set-up failed: nothing more to measure, but the teardown below must still run
+        clock.log(f"set-up failed:\n{traceback.format_exc()}")
+        report.note("set-up failed: " + traceback.format_exc().strip().splitlines()[-1])
+    finally:
+        clock.log("stopping the stack")
+        for problem in stack.teardown():
+            report.note(f"teardown problem: {problem}")
+        clock.log("stopped")
+    print(report.markdown())
+    if report.complete:
+        path = report.write()
+        clock.log(f"wrote {path}")
+    return 130 if interrupted else (0 if report.complete else 1)
+
+
+def _phase(report: Report, clock: _Clock, name: str, body: Callable[[], None]) -> None:
+    """Run one phase; a failure is recorded and the remaining phases still run."""
+    clock.log(f"{name} ...")
+    try:
+        body()
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:
+        clock.log(f"{name} failed:\n{traceback.format_exc()}")
+        report.failures.append(name)
+        report.note(f"{name} failed: {error!r}")
+
+
+def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock: _Clock) -> None:
+    concurrency: int = options.concurrency
+
+    def engine() -> None:
+        result = engine_bench.run(orders=options.engine_orders)
+        report.add(Row("Pure engine: LitBook.submit, in-process", result.orders_per_second, "orders/s", vs_insert=True))
+        report.note(
+            f"Engine: {result.orders:,} seeded-random orders (80% limit Day, 20% market IOC) against a book of "
+            f"{result.resting_before} resting orders (20 levels a side); {result.fills:,} fills; "
+            f"{result.resting_after:,} orders resting at the end; {result.seconds:.2f} s."
+        )
+
+    # The engine needs no services: measure it first, on a quiet machine.
+    _phase(report, clock, "pure engine", engine)
+
+    clock.log(f"starting embedded services in {stack.run_dir} (migrate + seed)")
+    stack.start_services()
+
+    import logging
+
+    from django.conf import settings
+    from django.db import connection
+
+    from bench import baseline
+
+    # The project logs at INFO; one line per HTTP request from the load generator would drown the output.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        report.postgres_version = f"PostgreSQL {cursor.fetchone()[0]}"
+    info = baseline.ConnectionInfo.from_django(settings.DATABASES["default"])
+    baseline.create_tables(info)
+
+    def raw_insert() -> None:
+        rate = baseline.insert_commits_per_second(info, threads=concurrency, seconds=options.baseline_seconds)
+        report.add(Row(f"{RAW_INSERT} ({concurrency} psycopg threads, autocommit)", rate, "commits/s"))
+
+    def pgbench() -> None:
+        rate = baseline.pgbench_insert_per_second(info, clients=concurrency, seconds=options.baseline_seconds)
+        if rate is None:
+            report.note("pgbench not found: reference row skipped.")
+            return
+        report.add(Row(f"pgbench INSERT commits/s ({concurrency} clients; reference only)", rate, "commits/s", True))
+
+    def lock_update_insert() -> None:
+        rate = baseline.lock_update_insert_per_second(info, threads=concurrency, seconds=options.baseline_seconds)
+        report.add(Row(f"{LOCK_UPDATE_INSERT} ({concurrency} threads)", rate, "tx/s", vs_insert=True))
+
+    _phase(report, clock, "raw INSERT baseline", raw_insert)
+    if not options.no_pgbench:
+        _phase(report, clock, "pgbench INSERT reference", pgbench)
+    _phase(report, clock, "lock + UPDATE + INSERT baseline", lock_update_insert)
+    try:
+        baseline.drop_tables(info)
+    except Exception as error:  # cosmetic: only an external database keeps the scratch tables
+        report.note(f"could not drop the scratch tables: {error!r}")
+
+    def query_counts() -> None:
+        from bench import queries
+
+        result = queries.run(symbol=QUERY_TICKER, orders=20)
+        report.add(Row("SQL queries per order, place + route + match (in-process)", result.per_order, "queries"))
+        report.add(
+            Row(
+                "Service time per order, place + route + match (in-process, 1 thread, no Celery)",
+                result.seconds_per_order * 1000,
+                "ms",
+            )
+        )
+        report.note(
+            f"Queries ({result.orders} crossing orders on {QUERY_TICKER}, one thread, no Celery): "
+            f"order_place {result.place:.1f}, order_route {result.route:.1f}, child_match {result.match:.1f} "
+            f"per call ({result.children} child matches); {result.seconds_per_order * 1000:.1f} ms of service "
+            f"calls per order, i.e. at most {1 / result.seconds_per_order:.0f} orders/s per worker process "
+            "before any Celery overhead."
+        )
+
+    _phase(report, clock, "SQL queries per order", query_counts)
+
+    from broker.celery import app
+
+    # The query count above committed orders whose route/match tasks are now queued; they are done
+    # already (the worker would find nothing to do), so they must not count against the next phase.
+    app.control.purge()
+    clock.log("starting web server (daphne) and worker (celery -c 2)")
+    stack.start_children()
+    from bench import api_load, hotbook
+    from bench.pgstat import PeakConnections
+    from broker import services as broker_services
+    from broker.models import Customer, Ticker
+
+    customers = list(Customer.objects.order_by("customer_id").values_list("customer_id", flat=True))
+    clients = [
+        api_load.Client(customer_id, broker_services.api_token_for_customer(customer_id=customer_id).key)
+        for customer_id in customers
+    ]
+    staff_token = broker_services.api_token_for_staff(username="bench").key
+    instruments = [
+        api_load.Instrument(ticker.symbol, ticker.reference_price)
+        for ticker in Ticker.objects.exclude(symbol__in=(HOT_TICKER, QUERY_TICKER))
+        .exclude(reference_price=None)
+        .order_by("symbol")
+        if ticker.reference_price is not None
+    ][:API_TICKERS]
+
+    def reset(after: str) -> None:
+        clock.log(f"restarting web server and worker after {after}")
+        dropped = stack.reset()
+        if dropped:
+            report.note(
+                f"After {after}: {dropped:,} queued tasks (the worker's backlog) dropped before the next phase."
+            )
+
+    # The hot book goes first among the stack phases: it needs only the worker, and it runs on a
+    # stack no HTTP load has touched yet.
+    def hot_book() -> None:
+        with PeakConnections(info) as connections:
+            result = hotbook.run(symbol=HOT_TICKER, orders=options.hot_orders, timeout=options.hot_timeout)
+        label = f"Matched orders on one hot book ({HOT_TICKER}, {result.orders:,} orders, worker -c 2)"
+        report.add(Row(label, result.orders_per_second, "orders/s", vs_insert=True, vs_lock=True))
+        statuses = ", ".join(f"{status}: {count}" for status, count in result.statuses.most_common())
+        venues = ", ".join(f"{venue}: {count}" for venue, count in result.venues.most_common())
+        report.note(
+            f"Hot book: {result.orders - result.pending:,} of {result.orders:,} orders done in {result.seconds:.1f} s"
+            f"{'' if result.finished else ' (TIMED OUT: the rate counts only the finished ones)'}; "
+            f"statuses {statuses}; child orders per venue {venues}; {result.trades:,} trades booked; "
+            f"{connections.describe()}."
+        )
+        if not result.finished:
+            report.failures.append("hot book (timed out)")
+            reset("the unfinished hot book")
+
+    _phase(report, clock, f"matched orders/s on one hot book ({options.hot_orders} orders)", hot_book)
+
+    def accepted() -> None:
+        with PeakConnections(info) as connections:
+            result = api_load.accepted_orders(
+                base_url=stack.base_url,
+                clients=clients[:concurrency],
+                instruments=instruments,
+                concurrency=concurrency,
+                seconds=options.seconds,
+            )
+        report.add(
+            Row(
+                f"API orders accepted (201) ({concurrency} HTTP clients, {options.seconds:g} s)",
+                result.accepted_per_second,
+                "orders/s",
+                vs_insert=True,
+            )
+        )
+        report.add(Row("API errors (any non-201) in that window", sum(result.errors.values()), "responses"))
+        errors = ", ".join(f"{kind}: {count}" for kind, count in result.errors.most_common()) or "none"
+        report.note(
+            f"API load: {result.accepted:,} orders accepted in {result.seconds:g} s over "
+            f"{len(instruments)} tickers ({', '.join(i.symbol for i in instruments)}), the worker draining "
+            f"alongside; errors: {errors}; {connections.describe()}."
+        )
+
+    _phase(report, clock, "API accepted orders/s", accepted)
+    _phase(report, clock, "restart after API load", lambda: reset("the API load"))
+
+    def latency() -> None:
+        with PeakConnections(info) as connections:
+            result = api_load.post_to_fill(
+                base_url=stack.base_url,
+                ws_url=stack.ws_url,
+                staff_token=staff_token,
+                clients=clients,
+                instruments=instruments,
+                rate=options.rate,
+                seconds=options.seconds,
+            )
+        p50, p99 = api_load.percentile(result.latencies, 0.50), api_load.percentile(result.latencies, 0.99)
+        unit = f"ms at {options.rate:g} orders/s"
+        report.add(Row("POST-to-fill latency p50", None if p50 is None else p50 * 1000, unit))
+        report.add(Row("POST-to-fill latency p99", None if p99 is None else p99 * 1000, unit))
+        report.add(Row("Orders with no fill within 5 s", result.missed, f"of {result.accepted:,} accepted"))
+        post50 = api_load.percentile(result.post_latencies, 0.50)
+        post99 = api_load.percentile(result.post_latencies, 0.99)
+        report.add(Row("POST-to-201 latency p50 (same run)", None if post50 is None else post50 * 1000, "ms"))
+        report.add(Row("POST-to-201 latency p99 (same run)", None if post99 is None else post99 * 1000, "ms"))
+        errors = ", ".join(f"{kind}: {count}" for kind, count in result.errors.most_common()) or "none"
+        report.note(
+            f"Latency run: {result.sent:,} marketable Buy orders sent open-loop at {result.achieved_rate:.1f}/s, "
+            f"{result.accepted:,} accepted (201), {len(result.latencies):,} filled within 5 s; errors: {errors}; "
+            f"{connections.describe()}."
+        )
+
+    _phase(report, clock, "POST-to-fill latency", latency)
+    report.evaluate_aims(rate=options.rate)

@@ -1,0 +1,151 @@
+"""A real stack for integration tests: a Celery worker process and an ASGI web server (daphne),
+both on the test database and the test Redis, exactly as `make run` starts them.
+
+Tests using it are `transaction=True` (the worker must see committed rows) and marked `stack`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.db.models import F
+
+from broker.celery import app as celery_app
+from orders.models import FINAL_CHILD_STATUSES, ChildOrder, Order, OrderStatus
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Stack:
+    base_url: str
+    ws_url: str
+    log_dir: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _test_database_url() -> str:
+    parts = urlsplit(settings.DATABASE_URL)
+    return urlunsplit(parts._replace(path=f"/{connection.settings_dict['NAME']}"))
+
+
+def _wait_for(check: object, what: str, timeout: float, processes: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{what}: a stack process exited with {process.returncode}")
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready in {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def stack(
+    django_db_setup: None, django_db_blocker: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    log_dir = tmp_path_factory.mktemp("stack")
+    port = _free_port()
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="broker.settings_test",
+        DATABASE_URL=_test_database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        PYTHONUNBUFFERED="1",
+        # The sweeper runs in tests via the service; beat is not part of the test stack.
+        CELERY_WORKER_PREFETCH_MULTIPLIER="4",
+    )
+    celery_app.control.purge()  # tasks left by earlier non-worker tests would reference truncated rows
+    queues = ",".join(settings.BROKER_QUEUES)
+    commands = {
+        "worker": [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "broker",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            "2",
+            "-n",
+            f"test-{port}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel",
+            "INFO",
+        ],
+        "web": [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "broker.asgi:application"],
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    logs = []
+    try:
+        for name, command in commands.items():
+            log = (log_dir / f"{name}.log").open("wb")
+            logs.append(log)
+            processes.append(
+                subprocess.Popen(
+                    command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+        base_url = f"http://127.0.0.1:{port}"
+
+        def web_ready() -> bool:
+            try:
+                return httpx.get(f"{base_url}/api/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        def worker_ready() -> bool:
+            return bool(celery_app.control.ping(timeout=0.5))
+
+        _wait_for(web_ready, "web server", 60, processes)
+        _wait_for(worker_ready, "celery worker", 60, processes)
+        yield Stack(base_url=base_url, ws_url=f"ws://127.0.0.1:{port}", log_dir=log_dir)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, 15)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait()
+        for log in logs:
+            log.close()
+
+
+def wait_until_quiet(timeout: float = 60) -> None:
+    """Block until no order is New and no child has a venue attempt still in flight."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = (
+            Order.objects.filter(status=OrderStatus.NEW).exists()
+            or ChildOrder.objects.filter(attempt__gt=F("submitted_attempt"))
+            .exclude(status__in=FINAL_CHILD_STATUSES)
+            .exists()
+        )
+        if not busy:
+            return
+        time.sleep(0.2)
+    raise TimeoutError("the workers did not finish in time")

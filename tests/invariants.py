@@ -1,0 +1,96 @@
+"""Whole-database checks of the order-flow invariants (ARCHITECTURE.md, invariants 1 and 5).
+
+Each check returns a list of human-readable violations, so a failing test says exactly what broke.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from django.db.models import Max, Min, Q, Sum
+
+from orders.models import ChildOrder, ChildStatus, Order, OrderStatus, Trade
+from pools.models import BookOrder, BookOrderStatus, Execution, PoolKind
+
+
+def order_violations() -> list[str]:
+    """No over-fill, and every status agrees with the filled quantity (parents and children)."""
+    problems = []
+    traded = dict(Trade.objects.values("order_id").annotate(total=Sum("quantity")).values_list("order_id", "total"))
+    for order in Order.objects.all():
+        total = traded.get(order.pk, 0)
+        if total != order.filled_quantity:
+            problems.append(f"order {order.pk}: trades sum {total} != filledQuantity {order.filled_quantity}")
+        if order.filled_quantity > order.quantity:
+            problems.append(f"order {order.pk}: over-filled {order.filled_quantity}/{order.quantity}")
+        expected_full = order.filled_quantity == order.quantity
+        if (order.status == OrderStatus.FILLED) != expected_full:
+            problems.append(f"order {order.pk}: status {order.status} with {order.filled_quantity}/{order.quantity}")
+        if order.status == OrderStatus.PARTIALLY_FILLED and not 0 < order.filled_quantity < order.quantity:
+            problems.append(f"order {order.pk}: PartiallyFilled with {order.filled_quantity}/{order.quantity}")
+        if order.status in (OrderStatus.NEW, OrderStatus.ROUTED, OrderStatus.REJECTED) and order.filled_quantity:
+            problems.append(f"order {order.pk}: {order.status} but {order.filled_quantity} filled")
+    child_traded = dict(
+        Trade.objects.values("child_id").annotate(total=Sum("quantity")).values_list("child_id", "total")
+    )
+    for child in ChildOrder.objects.all():
+        total = child_traded.get(child.pk, 0)
+        if total != child.filled_quantity or child.filled_quantity > child.quantity:
+            problems.append(f"child {child.pk}: trades {total}, filled {child.filled_quantity}, qty {child.quantity}")
+        if (child.status == ChildStatus.FILLED) != (child.filled_quantity == child.quantity):
+            problems.append(f"child {child.pk}: status {child.status} with {child.filled_quantity}/{child.quantity}")
+    return problems
+
+
+def execution_violations() -> list[str]:
+    """Every trade has its venue execution, and the venue's view of each child equals the broker's."""
+    problems = []
+    trades_per_execution: Counter[int] = Counter()
+    for trade in Trade.objects.select_related("execution__maker", "execution__taker"):
+        execution = trade.execution
+        trades_per_execution[execution.pk] += 1
+        if (execution.pool_id, execution.price, execution.quantity) != (trade.pool_id, trade.price, trade.quantity):
+            problems.append(f"trade {trade.pk}: differs from its execution {execution.pk}")
+        if trade.child_id not in (execution.maker.client_ref, execution.taker.client_ref):
+            problems.append(f"trade {trade.pk}: its child is not a side of execution {execution.pk}")
+    venue_filled: dict[int, int] = defaultdict(int)
+    for execution in Execution.objects.select_related("maker", "taker"):
+        client_sides = [side.client_ref for side in (execution.maker, execution.taker) if side.client_ref]
+        for child_id in client_sides:
+            venue_filled[child_id] += execution.quantity
+        if trades_per_execution[execution.pk] != len(client_sides):
+            problems.append(
+                f"execution {execution.pk}: {trades_per_execution[execution.pk]} trades for "
+                f"{len(client_sides)} broker sides"
+            )
+    for child_id, filled in ChildOrder.objects.values_list("pk", "filled_quantity"):
+        if venue_filled.get(child_id, 0) != filled:
+            problems.append(f"child {child_id}: venue executed {venue_filled.get(child_id, 0)}, broker {filled}")
+    return problems
+
+
+def book_violations() -> list[str]:
+    """Lit books are never crossed; every open venue order of a child matches the child's open quantity."""
+    problems = []
+    tops = (
+        BookOrder.objects.filter(status=BookOrderStatus.OPEN, book__pool__kind=PoolKind.LIT)
+        .values("book_id")
+        .annotate(bid=Max("price", filter=Q(side="Buy")), ask=Min("price", filter=Q(side="Sell")))
+    )
+    for top in tops:
+        if top["bid"] is not None and top["ask"] is not None and top["bid"] >= top["ask"]:
+            problems.append(f"book {top['book_id']}: crossed, bid {top['bid']} >= ask {top['ask']}")
+    children = {child.pk: child for child in ChildOrder.objects.all()}
+    for resting in BookOrder.objects.filter(status=BookOrderStatus.OPEN, client_ref__isnull=False):
+        child = children.get(resting.client_ref)  # type: ignore[arg-type]
+        if child is None or child.status in (ChildStatus.FILLED, ChildStatus.CANCELLED, ChildStatus.EXPIRED):
+            problems.append(f"venue order {resting.pk}: open for a finished or unknown child {resting.client_ref}")
+        elif resting.remaining != child.remaining:
+            problems.append(
+                f"venue order {resting.pk}: {resting.remaining} open, child {child.pk} has {child.remaining}"
+            )
+    return problems
+
+
+def all_violations() -> list[str]:
+    return order_violations() + execution_violations() + book_violations()
