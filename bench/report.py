@@ -29,6 +29,11 @@ class Row:
     # Only throughputs are meaningful as a fraction of a commit rate; latencies and counts are not.
     vs_insert: bool = False
     vs_lock: bool = False
+    # Presentation order, whatever order the phases ran in: baselines, headline figures, diagnostics.
+    group: int = 1
+
+
+BASELINE, HEADLINE, DIAGNOSTIC = 0, 1, 2
 
 
 @dataclass(slots=True)
@@ -77,7 +82,7 @@ class Report:
             "| Metric | Value | Unit | x raw INSERT commits/s | x lock+UPDATE+INSERT/s |",
             "|---|---:|---|---:|---:|",
         ]
-        for row in self.rows:
+        for row in sorted(self.rows, key=lambda row: row.group):
             lines.append(
                 f"| {row.metric} | {_number(row.value)} | {row.unit} | "
                 f"{_ratio(row.value, insert) if row.vs_insert else '-'} | "

@@ -8,6 +8,9 @@ admin.site.site_header = "Broker back office"
 admin.site.site_title = "Broker back office"
 admin.site.index_title = "Back-office records"
 
+handler404 = "broker.api.views.not_found"
+handler500 = "broker.api.views.server_error"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/health", HealthView.as_view(), name="health"),

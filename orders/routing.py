@@ -46,6 +46,13 @@ class ChildPlan:
     venue_time_in_force: str
 
 
+def show_price(price: Decimal | None) -> str:
+    """Prices in reasons read like prices: 256.62, not 256.6200; no limit reads MKT."""
+    if price is None:
+        return "MKT"
+    return f"{price:.2f}" if price == price.quantize(Decimal("0.01")) else f"{price.normalize()}"
+
+
 def split_quantity(quantity: int, max_child: int) -> list[int]:
     """8614 with max 1000 -> eight 1000s and a 614: full slices first, the odd lot last."""
     full, rest = divmod(quantity, max_child)
@@ -115,7 +122,10 @@ def plan_children(
                 ChildPlan(
                     quantity=child_quantity,
                     pool_id=venue.pool_id,
-                    reason=f"dark first: large order, NBBO midpoint {midpoint} inside limit {limit or 'MKT'}",
+                    reason=(
+                        f"dark first: large order, NBBO midpoint {show_price(midpoint)} "
+                        f"inside limit {show_price(limit)}"
+                    ),
                     venue_time_in_force="IOC",
                 )
             )
@@ -145,7 +155,10 @@ def plan_children(
             ChildPlan(
                 quantity=child_quantity,
                 pool_id=venue.pool_id,
-                reason=f"best lit price {level.price} on {venue.name} (taker fee {venue.taker_fee}/sh)",
+                reason=(
+                    f"best lit price {show_price(level.price)} on {venue.name} "
+                    f"(taker fee {venue.taker_fee.normalize()}/sh)"
+                ),
                 venue_time_in_force=lit_tif,
             )
         )
@@ -178,7 +191,7 @@ def next_lit_venue(
     untried = {venue.pool_id: venue for venue in lit if venue.name not in tried}
     for level in _sorted_levels(side, depth, untried):
         venue = untried[level.pool_id]
-        return venue, f"re-routed: best remaining lit price {level.price} on {venue.name}"
+        return venue, f"re-routed: best remaining lit price {show_price(level.price)} on {venue.name}"
     if can_rest:
         venue_to_rest = lit_venue_for_resting(list(untried.values()))
         if venue_to_rest is not None:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -49,3 +51,16 @@ class HealthView(APIView):
             "broker": "ok" if broker else "unavailable",
         }
         return Response(body, status=200 if database and broker else 503)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """API clients get JSON for an unknown URL; browsers get Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": f"No endpoint {request.path}. See /api/docs/."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Internal error; it has been logged."}, status=500)
+    return defaults.server_error(request)

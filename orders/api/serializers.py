@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from orders.models import ChildOrder, Order, Trade
@@ -31,11 +32,13 @@ def format_time(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
+@extend_schema_field({"type": "string", "format": "decimal", "example": "161.90", "nullable": True})
 class PriceField(serializers.Field):
     def to_representation(self, value: Decimal | None) -> str | None:
         return format_price(value)
 
 
+@extend_schema_field({"type": "string", "format": "date-time", "example": "2022-01-31T17:41:34.884Z", "nullable": True})
 class TimeField(serializers.Field):
     def to_representation(self, value: datetime | None) -> str | None:
         return format_time(value)
@@ -82,6 +85,7 @@ class TradeOutputSerializer(serializers.ModelSerializer):
             "settlementDate",
         ]
 
+    @extend_schema_field({"type": "string", "enum": ["Yes", "No"]})
     def get_split(self, trade: Trade) -> str:
         return "Yes" if trade.order.quantity > settings.MAX_CHILD_QUANTITY else "No"
 
@@ -161,6 +165,7 @@ class OrderDetailOutputSerializer(OrderOutputSerializer):
     class Meta(OrderOutputSerializer.Meta):
         fields = [*OrderOutputSerializer.Meta.fields, "childOrders", "trades"]
 
+    @extend_schema_field(TradeOutputSerializer(many=True))
     def get_trades(self, order: Order) -> list[dict[str, Any]]:
         trades = order.trades.select_related("pool", "customer", "ticker").order_by("id")
         for trade in trades:

@@ -959,3 +959,13 @@ def test_openapi_schema_default_format(market: Market) -> None:
 
     assert response.status_code == 200
     assert b"openapi" in response.content
+
+
+def test_unknown_api_path_is_json_404() -> None:
+    # given any client, when it asks for an endpoint that does not exist
+    response = APIClient().get("/api/nope")
+
+    # then the answer is JSON naming the path, not an HTML page
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("application/json")
+    assert "/api/nope" in response.json()["detail"]

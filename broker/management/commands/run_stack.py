@@ -48,7 +48,8 @@ class Command(BaseCommand):
             if not os.environ.get("REDIS_URL"):
                 owns_redis = embedded.start_redis(settings.EMBEDDED)
             call_command("migrate", interactive=False, verbosity=0)
-            self.stdout.write("migrated")
+            call_command("collectstatic", interactive=False, verbosity=0)
+            self.stdout.write("migrated, static files collected")
             if not no_seed:
                 call_command("seed_demo")
             python = sys.executable
