@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,24 @@ def start_postgres(paths: EmbeddedPaths) -> str:
 
     paths.root.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(paths.pgdata, cleanup_mode="stop")
+    _forget_dead_holders(server)
     socket_dir = server.get_postmaster_info().socket_dir
     return f"postgres://postgres@{quote(str(socket_dir), safe='')}:5432/postgres"
+
+
+def _forget_dead_holders(server: Any) -> None:
+    """Drop holders that died without cleaning up (killed, os._exit).
+
+    pgserver stops the server when its last registered holder exits; a dead pid left in that list would
+    keep the server running forever after everyone is gone.
+    """
+    import psutil
+
+    with server._lock:
+        holders = server.global_process_id_list.get()
+        alive = [pid for pid in holders if psutil.pid_exists(pid)]
+        if alive != holders:
+            server.global_process_id_list.put(alive)
 
 
 def redis_url(paths: EmbeddedPaths) -> str:
