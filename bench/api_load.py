@@ -18,10 +18,12 @@ from typing import Any
 
 import httpx
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from bench.hotbook import crossing_price
 
 CENT = Decimal("0.01")
+POST_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,7 @@ class LatencyResult:
     missed: int  # accepted orders with no fill message within the timeout
     errors: Counter[str] = field(default_factory=Counter)
     achieved_rate: float = 0.0
+    stream_closed: str | None = None  # set when the server closed the fill stream mid-run
 
 
 def marketable_buy_price(reference: Decimal) -> Decimal:
@@ -150,24 +153,32 @@ async def _latency_load(
     first_fill: dict[str, float] = {}
     post_latencies: list[float] = []
     errors: Counter[str] = Counter()
+    stream_closed: list[str] = []
     sent = 0
+    start = time.perf_counter()
     limits = httpx.Limits(max_connections=128, max_keepalive_connections=64)
     async with (
         connect(f"{ws_url}/ws/fills/?token={staff_token}", open_timeout=30, max_size=None) as ws,
-        httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as http,
+        # 10 s: an order not even accepted by then would count as missed anyway (5 s fill timeout).
+        httpx.AsyncClient(base_url=base_url, limits=limits, timeout=POST_TIMEOUT) as http,
     ):
         hello = json.loads(await asyncio.wait_for(ws.recv(), timeout=10))
         if hello.get("type") != "subscribed":
             raise RuntimeError(f"unexpected first fills message: {hello}")
 
         async def read_fills() -> None:
-            async for raw in ws:
-                received = time.perf_counter()
-                message = json.loads(raw)
-                if message.get("type") == "fill":
-                    # Staff see every fill, including maker fills of other orders: only the first
-                    # fill per order id counts, and only for ids this run sent.
-                    first_fill.setdefault(str(message["trade"]["orderId"]), received)
+            try:
+                async for raw in ws:
+                    received = time.perf_counter()
+                    message = json.loads(raw)
+                    if message.get("type") == "fill":
+                        # Staff see every fill, including maker fills of other orders: only the first
+                        # fill per order id counts, and only for ids this run sent.
+                        first_fill.setdefault(str(message["trade"]["orderId"]), received)
+            except ConnectionClosed as closed:
+                # The server ending the stream is a result (fills after it count as missed), not a
+                # reason to lose the whole run.
+                stream_closed.append(f"closed {time.perf_counter() - start:.1f} s in: {closed}")
 
         reader = asyncio.create_task(read_fills())
 
@@ -202,7 +213,11 @@ async def _latency_load(
         await asyncio.gather(*pending)
         # Every accepted order gets fill_timeout from its own send time to produce a fill.
         last_deadline = max(sent_at.values(), default=time.perf_counter()) + fill_timeout
-        while time.perf_counter() < last_deadline and any(order_id not in first_fill for order_id in sent_at):
+        while (
+            time.perf_counter() < last_deadline
+            and not reader.done()
+            and any(order_id not in first_fill for order_id in sent_at)
+        ):
             await asyncio.sleep(0.05)
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -224,6 +239,7 @@ async def _latency_load(
         missed=missed,
         errors=errors,
         achieved_rate=achieved_rate,
+        stream_closed=stream_closed[0] if stream_closed else None,
     )
 
 

@@ -371,7 +371,8 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
         report.note(
             f"{prefix or 'Latency run: '}{result.sent:,} marketable Buy orders sent open-loop at "
             f"{result.achieved_rate:.1f}/s for {seconds:g} s, {result.accepted:,} accepted (201), "
-            f"{len(result.latencies):,} filled within 5 s; errors: {errors}; {connections.describe()}."
+            f"{len(result.latencies):,} filled within 5 s; errors: {errors}; {connections.describe()}"
+            f"{'; fill stream ' + result.stream_closed if result.stream_closed else ''}."
         )
 
     # A light-load run first, as a reference: the pipeline's own latency with nothing queued, which

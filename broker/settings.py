@@ -168,7 +168,11 @@ CELERY_TASK_DEFAULT_QUEUE = "orders"
 BROKER_QUEUES = ("orders", "lit", "dark", "settlement", "marketdata", "reporting")
 CELERY_TASK_QUEUES = [Queue(name) for name in BROKER_QUEUES]
 # Venue tasks are sent to `lit` or `dark` explicitly, per child, by the order service.
-CELERY_TASK_ROUTES = {"orders.route_order": {"queue": "orders"}, "orders.sweep": {"queue": "orders"}}
+CELERY_TASK_ROUTES = {
+    "orders.route_order": {"queue": "orders"},
+    "orders.sweep": {"queue": "orders"},
+    "orders.expire_day_orders": {"queue": "orders"},
+}
 # Publishing must not hang an HTTP request when the broker is down; the sweeper re-drives the order.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
@@ -217,6 +221,8 @@ DARK_MIN_ORDER_QUANTITY = env_int("DARK_MIN_ORDER_QUANTITY", 2000)
 LIQUIDITY_SEED = env_int("LIQUIDITY_SEED", 20240308)
 # Orders left in New / children left unsent longer than this are re-driven by the sweeper.
 SWEEP_AFTER_SECONDS = env_int("SWEEP_AFTER_SECONDS", 10)
+# Empty: the simulated market is open around the clock. "XNYS": Day orders expire at the NYSE close.
+MARKET_CALENDAR = os.environ.get("MARKET_CALENDAR", "")
 TRADE_FEE_PLACES = Decimal("0.01")
 
 # --- I18N, static ---------------------------------------------------------------------------------

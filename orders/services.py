@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.conf import settings
@@ -517,6 +517,9 @@ def _submit_locked(*, book: Book, child: ChildOrder, effects: _Effects, may_rero
         child=child, result=result, book=book, events=events, effects=effects, may_reroute=may_reroute
     )
 
+    now = timezone.now()
+    for touched in touched_children.values():
+        touched.updated_at = now
     ChildOrder.objects.bulk_update(
         touched_children.values(),
         [
@@ -536,7 +539,6 @@ def _submit_locked(*, book: Book, child: ChildOrder, effects: _Effects, may_rero
         .exclude(status__in=FINAL_CHILD_STATUSES)
         .values_list("parent_id", flat=True)
     )
-    now = timezone.now()
     for parent in parents.values():
         for_status = _parent_status_after_fills(parent, has_open_children=parent.pk in open_parents)
         _transition(parent, for_status, actor=book.pool.name, events=events)
@@ -639,10 +641,20 @@ def _parent_status_after_fills(order: Order, *, has_open_children: bool) -> str:
 
 
 def order_cancel(*, order_id: int, actor: Actor) -> Order:
-    """Cancel whatever of the order is still open; replaying a cancel is a no-op.
+    """Cancel whatever of the order is still open; replaying a cancel is a no-op."""
+    return _close_out(order_id=order_id, actor=actor, to=OrderStatus.CANCELLED, child_to=ChildStatus.CANCELLED)
 
-    Locks every book of the ticker first (cancels are rare; matching takes the same locks in the same
-    order), then the order, then its children.
+
+def order_expire(*, order_id: int) -> Order:
+    """Expire a Day order at the market close: like a cancel, by the exchange, status Expired."""
+    return _close_out(order_id=order_id, actor="market close", to=OrderStatus.EXPIRED, child_to=ChildStatus.EXPIRED)
+
+
+def _close_out(*, order_id: int, actor: Actor | str, to: str, child_to: str) -> Order:
+    """Take everything still open of the order off the venues and finish it with status `to`.
+
+    Locks every book of the ticker first (this is rare; matching takes the same locks in the same
+    order), then the order, then its children. Replaying it is a no-op.
     """
     ticker_id = Order.objects.values_list("ticker_id", flat=True).get(pk=order_id)
     pool_services.books_ensure(ticker_id=ticker_id)
@@ -652,10 +664,11 @@ def order_cancel(*, order_id: int, actor: Actor) -> Order:
             for pool_id in sorted(Pool.objects.values_list("pk", flat=True))
         }
         order = Order.objects.select_for_update(of=("self",)).select_related("customer", "ticker").get(pk=order_id)
-        if order.status == OrderStatus.CANCELLED:
+        if order.status == to:
             return order
         if order.is_final:
-            raise Conflict(f"Order is {order.status}; nothing left to cancel.", field="status")
+            verb = "cancel" if to == OrderStatus.CANCELLED else "expire"
+            raise Conflict(f"Order is {order.status}; nothing left to {verb}.", field="status")
         children = list(
             ChildOrder.objects.select_for_update(of=("self",))
             .filter(parent=order)
@@ -663,15 +676,54 @@ def order_cancel(*, order_id: int, actor: Actor) -> Order:
             .order_by("pk")
         )
         events: list[OrderEvent] = []
+        now = timezone.now()
         for child in children:
             removed = pool_services.book_cancel(book=books[child.pool_id], client_ref=child.pk) if child.pool_id else 0
-            _child_transition(child, ChildStatus.CANCELLED, actor=actor, events=events, removedFromBook=removed)
+            _child_transition(child, child_to, actor=actor, events=events, removedFromBook=removed)
+            child.updated_at = now
         ChildOrder.objects.bulk_update(children, ["status", "updated_at"])
-        _transition(order, OrderStatus.CANCELLED, actor=actor, events=events, requestedBy=_actor_name(actor))
+        _transition(order, to, actor=actor, events=events, requestedBy=_actor_name(actor))
         order.save(update_fields=["status", "updated_at"])
         OrderEvent.objects.bulk_create(events)
         _Effects(orders={order.pk: order}).on_commit()
     return order
+
+
+def orders_expire_day(*, now: datetime | None = None) -> int:
+    """Expire every open Day order entered before the last market close (calendar mode only).
+
+    With MARKET_CALENDAR empty the simulated market is open around the clock and nothing expires.
+    """
+    if not settings.MARKET_CALENDAR:
+        return 0
+    now = now or timezone.now()
+    last_close = market_last_close(now=now)
+    due = Order.objects.filter(
+        time_in_force=TimeInForce.DAY,
+        status__in=(OrderStatus.NEW, OrderStatus.ROUTED, OrderStatus.PARTIALLY_FILLED),
+        created_at__lt=last_close,
+    ).values_list("pk", flat=True)
+    expired = 0
+    for order_id in list(due[:1000]):
+        try:
+            order_expire(order_id=order_id)
+            expired += 1
+        except Conflict:
+            pass  # it filled or was cancelled meanwhile: nothing to expire
+    return expired
+
+
+def market_last_close(*, now: datetime) -> datetime:
+    """The most recent session close of MARKET_CALENDAR at or before `now` (UTC)."""
+    import exchange_calendars
+    import pandas
+
+    calendar = exchange_calendars.get_calendar(settings.MARKET_CALENDAR)
+    moment = pandas.Timestamp(now).tz_convert("UTC")
+    day = moment.tz_localize(None).normalize()
+    # Closes (UTC) of the sessions of the last two weeks, indexed by session date; holidays have none.
+    closes = calendar.closes[day - pandas.Timedelta(days=14) : day]
+    return closes[closes <= moment].iloc[-1].to_pydatetime()
 
 
 # --- recovery ----------------------------------------------------------------------------------------

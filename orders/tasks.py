@@ -43,6 +43,11 @@ def match_child(child_id: int, attempt: int) -> None:
     services.child_match(child_id=child_id, attempt=attempt)
 
 
+@shared_task(name="orders.expire_day_orders", acks_late=True, time_limit=120, soft_time_limit=110)
+def expire_day_orders() -> int:
+    return services.orders_expire_day()
+
+
 @shared_task(name="orders.sweep", acks_late=True, time_limit=60, soft_time_limit=50)
 def sweep() -> dict[str, int]:
     return services.orders_sweep()

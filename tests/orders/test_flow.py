@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db.models import Sum
@@ -276,3 +278,40 @@ def test_liquidity_provider_replenishes_after_fills(market: Market) -> None:
         book__pool__kind=PoolKind.LIT, owner=BookOrderOwner.LIQUIDITY, side="Sell", status=BookOrderStatus.OPEN
     )
     assert lit_asks.values("book").distinct().count() == 4
+
+
+def test_day_orders_expire_after_the_xnys_close_in_calendar_mode(market: Market, settings: Any) -> None:
+    # given resting Day and GTC orders entered on Friday 2024-03-08 at 15:00 New York time
+    settings.MARKET_CALENDAR = "XNYS"
+    day, gtc = place(quantity=200, price="200.00"), place(quantity=300, price="200.00", timeInForce="GTC")
+    for order in (day, gtc):
+        drive(order)
+    entered = datetime(2024, 3, 8, 20, 0, tzinfo=UTC)
+    Order.objects.filter(pk__in=[day.pk, gtc.pk]).update(created_at=entered)
+
+    # when the expiry job runs before the close, then after it (16:00 EST = 21:00 UTC)
+    before = services.orders_expire_day(now=datetime(2024, 3, 8, 20, 59, tzinfo=UTC))
+    after = services.orders_expire_day(now=datetime(2024, 3, 8, 21, 1, tzinfo=UTC))
+
+    # then only the Day order expired, and it left the book
+    day.refresh_from_db()
+    gtc.refresh_from_db()
+    assert (before, after) == (0, 1)
+    assert day.status == OrderStatus.EXPIRED
+    assert gtc.status == OrderStatus.ROUTED
+    child = ChildOrder.objects.get(parent=day)
+    assert child.status == ChildStatus.EXPIRED
+    assert BookOrder.objects.get(client_ref=child.pk).status == BookOrderStatus.CANCELLED
+    # and running it again changes nothing
+    assert services.orders_expire_day(now=datetime(2024, 3, 9, 12, 0, tzinfo=UTC)) == 0
+
+
+def test_nothing_expires_when_the_market_is_open_around_the_clock(market: Market, settings: Any) -> None:
+    settings.MARKET_CALENDAR = ""
+    order = place(quantity=200, price="200.00")
+    drive(order)
+    Order.objects.filter(pk=order.pk).update(created_at=datetime(2024, 3, 8, 20, 0, tzinfo=UTC))
+
+    assert services.orders_expire_day(now=datetime(2024, 3, 11, 12, 0, tzinfo=UTC)) == 0
+    order.refresh_from_db()
+    assert order.status == OrderStatus.ROUTED
