@@ -315,3 +315,17 @@ def test_nothing_expires_when_the_market_is_open_around_the_clock(market: Market
     assert services.orders_expire_day(now=datetime(2024, 3, 11, 12, 0, tzinfo=UTC)) == 0
     order.refresh_from_db()
     assert order.status == OrderStatus.ROUTED
+
+
+def test_hot_path_query_budgets(market: Market, django_assert_max_num_queries: Any) -> None:
+    # given an order the router sends to one lit venue, where it fills against providers
+    order = place(quantity=300, price="260.00")
+
+    # then routing and matching stay within their query budgets (a regression guard, not a timing test)
+    with django_assert_max_num_queries(14):
+        services.order_route(order_id=order.pk)
+    child = ChildOrder.objects.get(parent=order)
+    with django_assert_max_num_queries(19):
+        services.child_match(child_id=child.pk, attempt=1)
+    child.refresh_from_db()
+    assert child.status == ChildStatus.FILLED
