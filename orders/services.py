@@ -267,46 +267,50 @@ def order_route(*, order_id: int) -> Order | None:
             lit=lit,
             depth=depth,
         )
-        pools = Pool.objects.in_bulk([plan.pool_id for plan in plans])
-        children = ChildOrder.objects.bulk_create(
-            [
-                ChildOrder(
-                    parent=order,
-                    index=index,
-                    quantity=plan.quantity,
-                    status=ChildStatus.ROUTED,
-                    pool_id=plan.pool_id,
-                    venue_time_in_force=plan.venue_time_in_force,
-                    route_reason=plan.reason,
-                    venues_tried=[pools[plan.pool_id].name],
-                    attempt=1,
-                )
-                for index, plan in enumerate(plans, start=1)
-            ]
-        )
         events: list[OrderEvent] = []
-        _transition(order, OrderStatus.ROUTED, actor="router", events=events, children=len(children))
-        events.extend(
-            OrderEvent(
-                order=order,
-                child=child,
-                kind="routed",
-                to_status=ChildStatus.ROUTED,
-                actor="router",
-                detail={
-                    "exchange": pools[child.pool_id].name,
-                    "quantity": child.quantity,
-                    "reason": child.route_reason,
-                },
-            )
-            for child in children
-        )
+        _transition(order, OrderStatus.ROUTED, actor="router", events=events, children=len(plans))
+        children, pools = _children_create(order=order, plans=plans, events=events)
         order.save(update_fields=["status", "updated_at"])
         OrderEvent.objects.bulk_create(events)
         effects = _Effects(orders={order.pk: order})
         effects.matches.extend((child.pk, 1, _queue_for(pools[child.pool_id])) for child in children)
         effects.on_commit()
     return order
+
+
+def _children_create(
+    *, order: Order, plans: list[routing.ChildPlan], events: list[OrderEvent]
+) -> tuple[list[ChildOrder], dict[int, Pool]]:
+    """Create the planned children, already routed (attempt 1), with a `routed` event each."""
+    pools = Pool.objects.in_bulk([plan.pool_id for plan in plans])
+    children = ChildOrder.objects.bulk_create(
+        [
+            ChildOrder(
+                parent=order,
+                index=index,
+                quantity=plan.quantity,
+                status=ChildStatus.ROUTED,
+                pool_id=plan.pool_id,
+                venue_time_in_force=plan.venue_time_in_force,
+                route_reason=plan.reason,
+                venues_tried=[pools[plan.pool_id].name],
+                attempt=1,
+            )
+            for index, plan in enumerate(plans, start=1)
+        ]
+    )
+    events.extend(
+        OrderEvent(
+            order=order,
+            child=child,
+            kind="routed",
+            to_status=ChildStatus.ROUTED,
+            actor="router",
+            detail={"exchange": pools[plan.pool_id].name, "quantity": plan.quantity, "reason": plan.reason},
+        )
+        for child, plan in zip(children, plans, strict=True)
+    )
+    return children, pools
 
 
 class _FillOrKillMissed(Exception):
@@ -349,40 +353,19 @@ def _route_fill_or_kill(*, order_id: int) -> Order:
             events: list[OrderEvent] = []
             _transition(order, OrderStatus.ROUTED, actor="router", events=events)
             order.save(update_fields=["status", "updated_at"])
-            OrderEvent.objects.bulk_create(events)
             venues = {venue.pool_id: venue for venue in _venues(PoolKind.LIT)}
-            allocation = [
-                (venues[pool_id], child_quantity)
+            plans = [
+                routing.ChildPlan(
+                    quantity=child_quantity,
+                    pool_id=pool_id,
+                    reason=f"fill-or-kill: best prices, {take} on {venues[pool_id].name}",
+                    venue_time_in_force=TimeInForce.FOK,
+                )
                 for pool_id, take in per_venue.items()
                 for child_quantity in routing.split_quantity(take, settings.MAX_CHILD_QUANTITY)
             ]
-            children = ChildOrder.objects.bulk_create(
-                [
-                    ChildOrder(
-                        parent=order,
-                        index=index,
-                        quantity=child_quantity,
-                        status=ChildStatus.ROUTED,
-                        pool_id=venue.pool_id,
-                        venue_time_in_force=TimeInForce.FOK,
-                        route_reason=f"fill-or-kill: best prices, {per_venue[venue.pool_id]} on {venue.name}",
-                        venues_tried=[venue.name],
-                        attempt=1,
-                    )
-                    for index, (venue, child_quantity) in enumerate(allocation, start=1)
-                ]
-            )
-            OrderEvent.objects.bulk_create(
-                OrderEvent(
-                    order=order,
-                    child=child,
-                    kind="routed",
-                    to_status=ChildStatus.ROUTED,
-                    actor="router",
-                    detail={"exchange": venue.name, "quantity": child.quantity, "reason": child.route_reason},
-                )
-                for child, (venue, _) in zip(children, allocation, strict=True)
-            )
+            children, _ = _children_create(order=order, plans=plans, events=events)
+            OrderEvent.objects.bulk_create(events)
             books_by_pool = {book.pool_id: book for book in books}
             for child in children:
                 assert child.pool_id is not None
