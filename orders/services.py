@@ -273,7 +273,9 @@ def order_route(*, order_id: int) -> Order | None:
         order.save(update_fields=["status", "updated_at"])
         OrderEvent.objects.bulk_create(events)
         effects = _Effects(orders={order.pk: order})
-        effects.matches.extend((child.pk, 1, _queue_for(pools[child.pool_id])) for child in children)
+        effects.matches.extend(
+            (child.pk, 1, _queue_for(pools[plan.pool_id])) for child, plan in zip(children, plans, strict=True)
+        )
         effects.on_commit()
     return order
 
