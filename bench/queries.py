@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from statistics import mean
 
 from django.db import connection
-from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
 from bench.hotbook import crossing_price
@@ -35,7 +34,7 @@ class QueryCounts:
 def run(*, symbol: str, orders: int = 20) -> QueryCounts:
     from broker.models import Customer, Ticker
     from orders import services
-    from orders.models import FINAL_CHILD_STATUSES, ChildOrder
+    from orders.selectors import children_in_flight
     from orders.validation import parse_order_request
 
     ticker = Ticker.objects.get(symbol=symbol)
@@ -69,11 +68,7 @@ def run(*, symbol: str, orders: int = 20) -> QueryCounts:
         route_counts.append(len(routed.captured_queries))
         # Exactly what the worker would do next: send each in-flight child (re-routes included).
         for _ in range(10):
-            in_flight = list(
-                ChildOrder.objects.filter(parent=order, attempt__gt=F("submitted_attempt"))
-                .exclude(status__in=FINAL_CHILD_STATUSES)
-                .values_list("pk", "attempt")
-            )
+            in_flight = list(children_in_flight(parent=order).values_list("pk", "attempt"))
             if not in_flight:
                 break
             for child_id, attempt in in_flight:

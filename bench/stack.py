@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -93,41 +92,20 @@ class Stack:
 
     def start_children(self) -> None:
         """Web server and worker as in `run_stack` (no beat: no periodic job should run mid-measurement)."""
-        from django.conf import settings
+
+        from broker import processes
 
         self.port = free_port()
-        env = dict(os.environ)
-        # Children attach to exactly the services this process uses, and never start their own.
-        env["DATABASE_URL"] = settings.DATABASE_URL
-        env["REDIS_URL"] = settings.REDIS_URL
-        env["PYTHONUNBUFFERED"] = "1"
-        python = sys.executable
+        env = processes.child_environment()
         hostname = f"bench-{os.getpid()}@{socket.gethostname()}"
         commands = {
-            "web": [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "broker.asgi:application"],
-            "worker": [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "broker",
-                "worker",
-                "-Q",
-                QUEUES,
-                "-c",
-                str(WORKER_CONCURRENCY),
-                "-n",
-                hostname,
-            ],
+            "web": processes.web_command(host="127.0.0.1", port=self.port),
+            "worker": processes.worker_command(concurrency=WORKER_CONCURRENCY, name=hostname),
         }
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         for name, command in commands.items():
             with (self.logs_dir / f"{name}.log").open("wb") as log_file:
-                # Own session: a Ctrl-C in the terminal reaches only the bench, which then stops the
-                # whole group (Celery's pool processes included) in order.
-                self.children[name] = subprocess.Popen(
-                    command, cwd=BASE_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-                )
+                self.children[name] = processes.start(command, env=env, stdout=log_file)
         self._wait_ready(hostname)
 
     def _wait_ready(self, hostname: str, timeout: float = 90) -> None:
@@ -206,22 +184,9 @@ class Stack:
             self.log(f"teardown: {what} failed: {error!r}")
 
     def _stop_children(self) -> None:
-        for child in self.children.values():
-            _signal_group(child, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for child in self.children.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        # Whatever is left (a stuck child, Celery's pool processes) goes by force.
-        for child in self.children.values():
-            # The leader may be gone while Celery's pool processes linger in its group.
-            _signal_group(child, signal.SIGKILL)
-            child.wait()
+        from broker import processes
 
-
-def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(child.pid, signum)
+        processes.stop(list(self.children.values()), grace=STOP_GRACE_SECONDS)
 
 
 def _close_django_connections() -> None:

@@ -104,7 +104,16 @@ TEMPLATES = [
 # DATABASE_URL wins; otherwise the embedded Postgres under var/ is started (or attached to) here,
 # before Django reads DATABASES, which is the one place every entry point passes through.
 DATABASE_URL = os.environ.get("DATABASE_URL") or embedded.start_postgres(EMBEDDED)
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+# A psycopg connection pool per process, not persistent connections: under ASGI every request runs
+# in its own thread, so a thread-local persistent connection would be opened per request and never
+# reused, until Postgres runs out of connections. The pool hands the same few connections around.
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+DATABASES["default"].setdefault("OPTIONS", {})
+DATABASES["default"]["OPTIONS"]["pool"] = {
+    "min_size": 1,
+    "max_size": env_int("DATABASE_POOL_MAX_SIZE", 8),
+    "timeout": 10,
+}
 DATABASES["default"].setdefault("TEST", {})
 if test_name := os.environ.get("BROKER_TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"]["NAME"] = test_name

@@ -92,18 +92,12 @@ def drive(order: Order, *, rounds: int = 20) -> None:
     In a non-transactional test the on-commit task enqueues never fire, so this stands in for them
     (the real worker path is covered by tests/integration).
     """
-    from django.db.models import F
-
     from orders import services
-    from orders.models import FINAL_CHILD_STATUSES, ChildOrder
+    from orders.selectors import children_in_flight
 
     services.order_route(order_id=order.pk)
     for _ in range(rounds):
-        in_flight = list(
-            ChildOrder.objects.filter(parent=order, attempt__gt=F("submitted_attempt"))
-            .exclude(status__in=FINAL_CHILD_STATUSES)
-            .values_list("pk", "attempt")
-        )
+        in_flight = list(children_in_flight(parent=order).values_list("pk", "attempt"))
         if not in_flight:
             break
         for child_id, attempt in in_flight:

@@ -6,10 +6,8 @@ Tests using it are `transaction=True` (the worker must see committed rows) and m
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,10 +18,10 @@ import httpx
 import pytest
 from django.conf import settings
 from django.db import connection
-from django.db.models import F
 
+from broker import processes
 from broker.celery import app as celery_app
-from orders.models import FINAL_CHILD_STATUSES, ChildOrder, Order, OrderStatus
+from orders.selectors import flow_busy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,49 +62,19 @@ def stack(
 ) -> Iterator[Stack]:
     log_dir = tmp_path_factory.mktemp("stack")
     port = _free_port()
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="broker.settings_test",
-        DATABASE_URL=_test_database_url(),
-        REDIS_URL=settings.REDIS_URL,
-        PYTHONUNBUFFERED="1",
-        # The sweeper runs in tests via the service; beat is not part of the test stack.
-        CELERY_WORKER_PREFETCH_MULTIPLIER="4",
-    )
+    env = processes.child_environment(DJANGO_SETTINGS_MODULE="broker.settings_test", DATABASE_URL=_test_database_url())
     celery_app.control.purge()  # tasks left by earlier non-worker tests would reference truncated rows
-    queues = ",".join(settings.BROKER_QUEUES)
     commands = {
-        "worker": [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "broker",
-            "worker",
-            "-Q",
-            queues,
-            "-c",
-            "2",
-            "-n",
-            f"test-{port}@%h",
-            "--without-mingle",
-            "--without-gossip",
-            "--loglevel",
-            "INFO",
-        ],
-        "web": [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "broker.asgi:application"],
+        "worker": processes.worker_command(concurrency=2, name=f"test-{port}@%h"),
+        "web": processes.web_command(host="127.0.0.1", port=port),
     }
-    processes: list[subprocess.Popen[bytes]] = []
+    children: list[subprocess.Popen[bytes]] = []
     logs = []
     try:
         for name, command in commands.items():
             log = (log_dir / f"{name}.log").open("wb")
             logs.append(log)
-            processes.append(
-                subprocess.Popen(
-                    command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                )
-            )
+            children.append(processes.start(command, env=env, stdout=log))
         base_url = f"http://127.0.0.1:{port}"
 
         def web_ready() -> bool:
@@ -118,19 +86,11 @@ def stack(
         def worker_ready() -> bool:
             return bool(celery_app.control.ping(timeout=0.5))
 
-        _wait_for(web_ready, "web server", 60, processes)
-        _wait_for(worker_ready, "celery worker", 60, processes)
+        _wait_for(web_ready, "web server", 60, children)
+        _wait_for(worker_ready, "celery worker", 60, children)
         yield Stack(base_url=base_url, ws_url=f"ws://127.0.0.1:{port}", log_dir=log_dir)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, 15)
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait()
+        processes.stop(children, grace=20)
         for log in logs:
             log.close()
 
@@ -139,13 +99,7 @@ def wait_until_quiet(timeout: float = 60) -> None:
     """Block until no order is New and no child has a venue attempt still in flight."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        busy = (
-            Order.objects.filter(status=OrderStatus.NEW).exists()
-            or ChildOrder.objects.filter(attempt__gt=F("submitted_attempt"))
-            .exclude(status__in=FINAL_CHILD_STATUSES)
-            .exists()
-        )
-        if not busy:
+        if not flow_busy():
             return
         time.sleep(0.2)
     raise TimeoutError("the workers did not finish in time")

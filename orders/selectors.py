@@ -1,0 +1,23 @@
+"""Order reads shared by the API, the sweeper, tests and the bench."""
+
+from __future__ import annotations
+
+from django.db.models import F, QuerySet
+
+from orders.models import FINAL_CHILD_STATUSES, ChildOrder, Order, OrderStatus
+
+
+def children_in_flight(*, parent: Order | None = None) -> QuerySet[ChildOrder]:
+    """Children whose current routing attempt has not reached its venue yet (a match task is due)."""
+    queryset = ChildOrder.objects.filter(attempt__gt=F("submitted_attempt")).exclude(status__in=FINAL_CHILD_STATUSES)
+    return queryset.filter(parent=parent) if parent is not None else queryset
+
+
+def flow_busy(*, order_ids: list[int] | None = None) -> bool:
+    """True while any order (of `order_ids`, or any at all) still waits for routing or matching."""
+    orders = Order.objects.filter(status=OrderStatus.NEW)
+    children = children_in_flight()
+    if order_ids is not None:
+        orders = orders.filter(pk__in=order_ids)
+        children = children.filter(parent_id__in=order_ids)
+    return orders.exists() or children.exists()
