@@ -7,6 +7,7 @@ from broker.api.views import HealthView
 admin.site.site_header = "Broker back office"
 admin.site.site_title = "Broker back office"
 admin.site.index_title = "Back-office records"
+admin.site.enable_nav_sidebar = False  # the record lists need the width
 
 handler404 = "broker.api.views.not_found"
 handler500 = "broker.api.views.server_error"

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from broker.admin_base import AppendOnlyAdmin, RecordAdmin, customer_column, price_text, short_uuid, ticker_column
 from orders.models import ChildOrder, Order, OrderEvent, Trade
 
 CHILD_FIELDS = (
@@ -38,26 +39,40 @@ class OrderEventInline(admin.TabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(RecordAdmin):
     list_display = [
         "sequence",
-        "order_id",
-        "customer",
+        "created_at",
+        "short_id",
+        customer_column,
         "direction",
-        "ticker",
-        "order_type",
         "quantity",
-        "price",
+        ticker_column,
+        "order_type",
+        "limit",
         "time_in_force",
         "status",
         "filled_quantity",
-        "created_at",
+        "average",
     ]
     list_filter = ["status", "direction", "order_type", "time_in_force", "ticker"]
     search_fields = ["=order_id", "customer__customer_id", "customer__name", "ticker__symbol", "client_order_id"]
     list_select_related = ["customer", "ticker"]
     date_hierarchy = "created_at"
     inlines = [ChildOrderInline, OrderEventInline]
+
+    @admin.display(description="order id")
+    def short_id(self, order: Order) -> str:
+        return short_uuid(order.order_id)
+
+    @admin.display(description="limit", ordering="price")
+    def limit(self, order: Order) -> str:
+        return price_text(order.price)
+
+    @admin.display(description="avg price")
+    def average(self, order: Order) -> str:
+        return price_text(order.average_price)
+
     # Status and fills move only through the order service (under row locks); never by hand.
     readonly_fields = [
         "order_id",
@@ -74,6 +89,7 @@ class OrderAdmin(admin.ModelAdmin):
         "status",
         "filled_quantity",
         "filled_notional",
+        "average_price",
         "fees",
         "reject_reason",
         "entered_by",
@@ -81,12 +97,9 @@ class OrderAdmin(admin.ModelAdmin):
         "updated_at",
     ]
 
-    def has_add_permission(self, request):
-        return False  # orders are entered through the API or the order ticket, which validate and route
-
 
 @admin.register(ChildOrder)
-class ChildOrderAdmin(admin.ModelAdmin):
+class ChildOrderAdmin(RecordAdmin):
     list_display = [
         "id",
         "parent",
@@ -120,24 +133,33 @@ class ChildOrderAdmin(admin.ModelAdmin):
 
 
 @admin.register(Trade)
-class TradeAdmin(admin.ModelAdmin):
+class TradeAdmin(RecordAdmin):
     list_display = [
-        "trade_id",
-        "customer",
+        "trade_date",
+        "short_id",
+        customer_column,
         "direction",
-        "ticker",
         "quantity",
-        "price",
+        ticker_column,
+        "trade_price",
         "fee",
         "pool",
         "liquidity",
-        "trade_date",
         "settlement_date",
     ]
     list_filter = ["pool__kind", "pool", "direction", "liquidity", "ticker"]
     search_fields = ["=trade_id", "=order__order_id", "customer__customer_id", "ticker__symbol"]
     list_select_related = ["customer", "ticker", "pool"]
     date_hierarchy = "trade_date"
+
+    @admin.display(description="trade id")
+    def short_id(self, trade: Trade) -> str:
+        return short_uuid(trade.trade_id)
+
+    @admin.display(description="price", ordering="price")
+    def trade_price(self, trade: Trade) -> str:
+        return price_text(trade.price)
+
     readonly_fields = [
         "trade_id",
         "order",
@@ -155,19 +177,10 @@ class TradeAdmin(admin.ModelAdmin):
         "settlement_date",
     ]
 
-    def has_add_permission(self, request):
-        return False
-
 
 @admin.register(OrderEvent)
-class OrderEventAdmin(admin.ModelAdmin):
+class OrderEventAdmin(AppendOnlyAdmin):
     list_display = ["id", "order", "child", "kind", "from_status", "to_status", "actor", "created_at"]
     list_filter = ["kind", "to_status"]
     search_fields = ["=order__order_id", "actor"]
     readonly_fields = ["order", "child", "kind", "from_status", "to_status", "actor", "detail", "created_at"]
-
-    def has_change_permission(self, request, obj=None):
-        return False  # append-only audit log
-
-    def has_delete_permission(self, request, obj=None):
-        return False

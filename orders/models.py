@@ -24,10 +24,10 @@ class OrderType(models.TextChoices):
 
 
 class TimeInForce(models.TextChoices):
-    DAY = "Day"
-    GTC = "GTC"
-    IOC = "IOC"
-    FOK = "FOK"
+    DAY = "Day", "Day"
+    GTC = "GTC", "GTC (good till cancelled)"
+    IOC = "IOC", "IOC (immediate or cancel)"
+    FOK = "FOK", "FOK (fill or kill)"
 
 
 class OrderStatus(models.TextChoices):
@@ -132,7 +132,7 @@ class Order(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.direction} {self.quantity} {self.ticker_id} ({self.status})"
+        return f"#{self.sequence} {self.direction} {self.quantity} {self.ticker.symbol} ({self.status})"
 
     @property
     def average_price(self) -> Decimal | None:
@@ -180,7 +180,7 @@ class ChildOrder(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.parent_id}/{self.index} {self.quantity} @ {self.pool_id} ({self.status})"
+        return f"child {self.index} of order {self.parent_id}: {self.quantity} ({self.status})"
 
     @property
     def remaining(self) -> int:
@@ -221,7 +221,7 @@ class Trade(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.direction} {self.quantity} {self.ticker_id} @ {self.price} on {self.pool_id}"
+        return f"{self.direction} {self.quantity} {self.ticker.symbol} @ {self.price} on {self.pool.name}"
 
 
 class OrderEvent(models.Model):

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from broker.admin_base import AppendOnlyAdmin, RecordAdmin
 from pools.models import Book, BookOrder, Execution, Pool
 
 
@@ -11,7 +12,7 @@ class PoolAdmin(admin.ModelAdmin):
 
 
 @admin.register(Book)
-class BookAdmin(admin.ModelAdmin):
+class BookAdmin(RecordAdmin):
     list_display = ["__str__", "pool", "ticker", "best_bid", "best_ask", "next_sequence", "updated_at"]
     list_filter = ["pool"]
     search_fields = ["ticker__symbol"]
@@ -20,7 +21,7 @@ class BookAdmin(admin.ModelAdmin):
 
 
 @admin.register(BookOrder)
-class BookOrderAdmin(admin.ModelAdmin):
+class BookOrderAdmin(RecordAdmin):
     list_display = [
         "id",
         "book",
@@ -55,7 +56,7 @@ class BookOrderAdmin(admin.ModelAdmin):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(admin.ModelAdmin):
+class ExecutionAdmin(AppendOnlyAdmin):
     list_display = [
         "execution_id",
         "pool",
@@ -71,9 +72,3 @@ class ExecutionAdmin(admin.ModelAdmin):
     search_fields = ["=execution_id", "ticker__symbol"]
     list_select_related = ["pool", "ticker"]
     date_hierarchy = "executed_at"
-
-    def has_change_permission(self, request, obj=None):
-        return False  # the drop copy is append-only
-
-    def has_delete_permission(self, request, obj=None):
-        return False

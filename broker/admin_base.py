@@ -1,0 +1,53 @@
+"""Admin bases for records that only the services write (orders, trades, venue books, logs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+
+class RecordAdmin(admin.ModelAdmin):
+    """Browse, filter and search; never add or delete here: the services keep these consistent."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class AppendOnlyAdmin(RecordAdmin):
+    """Audit logs and drop copies: not even editable."""
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def short_uuid(value: object) -> str:
+    """The first block of a UUID: enough to tell rows apart in a list; the detail page has it whole."""
+    return str(value)[:8]
+
+
+def customer_column(obj: Any) -> str:
+    return str(obj.customer.customer_id)
+
+
+def ticker_column(obj: Any) -> str:
+    return str(obj.ticker.symbol)
+
+
+def price_text(value: Any) -> str:
+    """Cents when on the cent, else up to four places; '-' for none (a Market order)."""
+    from decimal import Decimal
+
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value == value.quantize(Decimal("0.01")) else f"{value.normalize()}"
+
+
+customer_column.short_description = "customer"  # type: ignore[attr-defined]
+customer_column.admin_order_field = "customer__customer_id"  # type: ignore[attr-defined]
+ticker_column.short_description = "ticker"  # type: ignore[attr-defined]
+ticker_column.admin_order_field = "ticker__symbol"  # type: ignore[attr-defined]
