@@ -181,6 +181,8 @@ CELERY_TASK_ROUTES = {
     "orders.route_order": {"queue": "orders"},
     "orders.sweep": {"queue": "orders"},
     "orders.expire_day_orders": {"queue": "orders"},
+    "orders.settle_trades": {"queue": "settlement"},
+    "orders.settle_due": {"queue": "settlement"},
 }
 # Publishing must not hang an HTTP request when the broker is down; the sweeper re-drives the order.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
@@ -230,6 +232,10 @@ DARK_MIN_ORDER_QUANTITY = env_int("DARK_MIN_ORDER_QUANTITY", 2000)
 LIQUIDITY_SEED = env_int("LIQUIDITY_SEED", 20240308)
 # Orders left in New / children left unsent longer than this are re-driven by the sweeper.
 SWEEP_AFTER_SECONDS = env_int("SWEEP_AFTER_SECONDS", 10)
+# When trades settle: "T+0" right after the trade (the simulation's default) or "T+1" XNYS business day.
+SETTLEMENT_CYCLE = os.environ.get("SETTLEMENT_CYCLE", "T+0").upper()
+if SETTLEMENT_CYCLE not in ("T+0", "T+1"):
+    raise ValueError(f"SETTLEMENT_CYCLE must be T+0 or T+1, not {SETTLEMENT_CYCLE!r}")
 # Empty: the simulated market is open around the clock. "XNYS": Day orders expire at the NYSE close.
 MARKET_CALENDAR = os.environ.get("MARKET_CALENDAR", "")
 TRADE_FEE_PLACES = Decimal("0.01")

@@ -208,11 +208,17 @@ class Trade(models.Model):
     fee = models.DecimalField(max_digits=18, decimal_places=2)
     liquidity = models.CharField(max_length=5, choices=LiquidityRole.choices)
     trade_date = models.DateTimeField(db_index=True)
-    settlement_date = models.DateTimeField(null=True, blank=True)
+    settles_on = models.DateField(null=True, blank=True, help_text="Due date under the settlement cycle.")
+    settlement_date = models.DateTimeField(null=True, blank=True, help_text="When it was posted to the ledger.")
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["customer", "-trade_date"], name="trade_customer_recent")]
+        indexes = [
+            models.Index(fields=["customer", "-trade_date"], name="trade_customer_recent"),
+            models.Index(
+                fields=["settles_on"], condition=models.Q(settlement_date__isnull=True), name="trade_unsettled"
+            ),
+        ]
         constraints = [
             # A venue execution becomes at most one trade per broker child: redelivery cannot duplicate.
             models.UniqueConstraint(fields=["execution", "child"], name="trade_unique_execution_child"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import F, QuerySet
 
-from orders.models import FINAL_CHILD_STATUSES, ChildOrder, Order, OrderStatus
+from orders.models import FINAL_CHILD_STATUSES, ChildOrder, Order, OrderStatus, Trade
 
 
 def children_in_flight(*, parent: Order | None = None) -> QuerySet[ChildOrder]:
@@ -21,3 +21,10 @@ def flow_busy(*, order_ids: list[int] | None = None) -> bool:
         orders = orders.filter(pk__in=order_ids)
         children = children.filter(parent_id__in=order_ids)
     return orders.exists() or children.exists()
+
+
+def settlement_pending() -> bool:
+    """True while a trade that is due has not been posted to the ledger yet."""
+    from settlement.services import settlement_today
+
+    return Trade.objects.filter(settlement_date__isnull=True, settles_on__lte=settlement_today()).exists()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 from django.conf import settings
@@ -43,6 +43,7 @@ from orders.validation import OrderRequest
 from pools import selectors as pool_selectors
 from pools import services as pool_services
 from pools.models import Book, Pool, PoolKind
+from settlement import services as settlement_services
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class _Effects:
     matches: list[tuple[int, int, str]] = field(default_factory=list)  # (child id, attempt, queue)
     trades: list[Trade] = field(default_factory=list)
     orders: dict[int, Order] = field(default_factory=dict)
+    settled: list[Trade] = field(default_factory=list)
 
     def on_commit(self) -> None:
         # robust: a broker outage must not turn a committed order into an HTTP 500; the sweeper
@@ -78,6 +80,8 @@ class _Effects:
             tasks.route_order.apply_async(args=(order_id,))
         for child_id, attempt, queue in self.matches:
             tasks.match_child.apply_async(args=(child_id, attempt), queue=queue)
+        if self.trades and settings.SETTLEMENT_CYCLE == "T+0":
+            tasks.settle_trades.apply_async(args=([trade.pk for trade in self.trades],))
         messages: list[tuple[str, dict[str, Any]]] = []
         for trade in self.trades:
             messages.append(
@@ -86,6 +90,10 @@ class _Effects:
         for order in self.orders.values():
             messages.append(
                 (order.customer.customer_id, {"type": "order", "order": dict(OrderOutputSerializer(order).data)})
+            )
+        for trade in self.settled:
+            messages.append(
+                (trade.customer.customer_id, {"type": "settled", "trade": dict(TradeOutputSerializer(trade).data)})
             )
         from orders import streaming
 
@@ -459,6 +467,9 @@ def _submit_locked(*, book: Book, child: ChildOrder, effects: _Effects, may_rero
 
     events: list[OrderEvent] = []
     trades: list[Trade] = []
+    settles_on = (
+        settlement_services.settlement_due_on(traded_at=result.executions[0].executed_at) if result.executions else None
+    )
     for execution in result.executions:
         trades.append(_trade(child=child, execution=execution, pool=book.pool, role=LiquidityRole.TAKER))
         maker_ref = result.maker_client_refs[execution.pk]
@@ -466,6 +477,8 @@ def _submit_locked(*, book: Book, child: ChildOrder, effects: _Effects, may_rero
             trades.append(
                 _trade(child=makers[maker_ref], execution=execution, pool=book.pool, role=LiquidityRole.MAKER)
             )
+    for trade in trades:
+        trade.settles_on = settles_on
     Trade.objects.bulk_create(trades)
     touched_children: dict[int, ChildOrder] = {child.pk: child}
     for trade in trades:
@@ -709,6 +722,73 @@ def market_last_close(*, now: datetime) -> datetime:
     # Closes (UTC) of the sessions of the last two weeks, indexed by session date; holidays have none.
     closes = calendar.closes[day - pandas.Timedelta(days=14) : day]
     return closes[closes <= moment].iloc[-1].to_pydatetime()
+
+
+# --- settlement -------------------------------------------------------------------------------------
+
+
+def trade_settle(*, trade_id: int, today: date | None = None) -> Trade | None:
+    """Post a due trade to the ledger and stamp its settlementDate; a no-op if settled or not yet due.
+
+    The trade's row lock serializes concurrent settles of the same trade; the ledger's unique
+    constraint would refuse a second posting anyway.
+    """
+    with transaction.atomic():
+        trade = (
+            Trade.objects.select_for_update(of=("self",))
+            .select_related("order", "customer", "ticker", "pool")
+            .filter(pk=trade_id)
+            .first()
+        )
+        if trade is None or trade.settlement_date is not None:
+            return trade
+        due = trade.settles_on or settlement_services.settlement_due_on(traded_at=trade.trade_date)
+        if due > (today or settlement_services.settlement_today()):
+            return trade
+        settlement_services.trade_post(
+            trade=settlement_services.TradeToSettle(
+                trade_ref=trade.pk,
+                customer_id=trade.customer_id,
+                pool_id=trade.pool_id,
+                symbol=trade.ticker.symbol,
+                direction=trade.direction,
+                quantity=trade.quantity,
+                price=trade.price,
+                fee=trade.fee,
+            )
+        )
+        trade.settlement_date = timezone.now()
+        trade.save(update_fields=["settlement_date"])
+        OrderEvent.objects.create(
+            order=trade.order,
+            child_id=trade.child_id,
+            kind="settled",
+            actor="settlement",
+            detail={"tradeId": str(trade.trade_id), "settlesOn": str(due)},
+        )
+        _Effects(settled=[trade]).on_commit()
+    return trade
+
+
+def trades_settle(*, trade_ids: list[int], today: date | None = None) -> int:
+    """Settle each of the trades that is due; returns how many were posted now."""
+    posted = 0
+    for trade_id in trade_ids:
+        before = Trade.objects.filter(pk=trade_id, settlement_date__isnull=True).exists()
+        trade = trade_settle(trade_id=trade_id, today=today)
+        posted += int(before and trade is not None and trade.settlement_date is not None)
+    return posted
+
+
+def trades_settle_due(*, today: date | None = None, batch: int = 1000) -> int:
+    """The scheduled settlement run: every unsettled trade due on or before today."""
+    today = today or settlement_services.settlement_today()
+    due = list(
+        Trade.objects.filter(settlement_date__isnull=True, settles_on__lte=today)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:batch]
+    )
+    return trades_settle(trade_ids=due, today=today)
 
 
 # --- recovery ----------------------------------------------------------------------------------------

@@ -51,3 +51,22 @@ def expire_day_orders() -> int:
 @shared_task(name="orders.sweep", acks_late=True, time_limit=60, soft_time_limit=50)
 def sweep() -> dict[str, int]:
     return services.orders_sweep()
+
+
+@shared_task(
+    name="orders.settle_trades",
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=5,
+    time_limit=120,
+    soft_time_limit=110,
+)
+def settle_trades(trade_ids: list[int]) -> int:
+    # T+0: sent after the commit of the match that created the trades, on the `settlement` queue.
+    return services.trades_settle(trade_ids=trade_ids)
+
+
+@shared_task(name="orders.settle_due", acks_late=True, time_limit=300, soft_time_limit=290)
+def settle_due() -> int:
+    return services.trades_settle_due()

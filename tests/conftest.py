@@ -19,6 +19,7 @@ from orders.management.commands.seed_demo import CUSTOMERS, POOLS
 from orders.models import Order
 from pools import services as pool_services
 from pools.models import Pool
+from settlement import services as settlement_services
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,12 +43,15 @@ def make_pools() -> dict[str, Pool]:
 
 
 def make_customers() -> dict[str, Customer]:
-    return {
+    customers = {
         customer_id: broker_services.customer_upsert(
             customer_id=customer_id, name=name, email=f"{customer_id}@example.com", initial_funds=Decimal(funds)
         )
         for customer_id, name, funds in CUSTOMERS
     }
+    for customer in customers.values():
+        settlement_services.customer_fund_initial(customer=customer)
+    return customers
 
 
 def make_ticker(symbol: str = "COIN", price: str = "256.62") -> Ticker:

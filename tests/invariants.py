@@ -1,4 +1,4 @@
-"""Whole-database checks of the order-flow invariants (ARCHITECTURE.md, invariants 1 and 5).
+"""Whole-database checks of the invariants (ARCHITECTURE.md: 1 no over-fill, 2 conservation, 5 books).
 
 Each check returns a list of human-readable violations, so a failing test says exactly what broke.
 """
@@ -6,11 +6,15 @@ Each check returns a list of human-readable violations, so a failing test says e
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.db.models import Max, Min, Q, Sum
 
+from broker.models import Customer
 from orders.models import ChildOrder, ChildStatus, Order, OrderStatus, Trade
 from pools.models import BookOrder, BookOrderStatus, Execution, PoolKind
+from settlement.models import Posting, PostingPurpose
+from settlement.selectors import asset_totals, cash_balance, holdings
 
 
 def order_violations() -> list[str]:
@@ -92,5 +96,40 @@ def book_violations() -> list[str]:
     return problems
 
 
+def ledger_violations() -> list[str]:
+    """Double entry sums to zero per asset; each settled trade is posted exactly once; every customer's
+    cash is initial funds minus buys plus sells minus fees; holdings equal the settled trades."""
+    problems = [f"ledger: asset {asset} sums to {total}" for asset, total in asset_totals().items() if total != 0]
+    settled = Trade.objects.filter(settlement_date__isnull=False)
+    posted: Counter[int] = Counter(
+        ref
+        for ref in Posting.objects.filter(purpose=PostingPurpose.TRADE_SETTLEMENT).values_list("trade_ref", flat=True)
+        if ref is not None
+    )
+    for trade_id in settled.values_list("pk", flat=True):
+        if posted[trade_id] != 1:
+            problems.append(f"trade {trade_id}: settled but posted {posted[trade_id]} times")
+    unsettled_posted = set(posted) - set(settled.values_list("pk", flat=True))
+    if unsettled_posted:
+        problems.append(f"trades posted but not marked settled: {sorted(unsettled_posted)[:10]}")
+    for customer in Customer.objects.all():
+        funded = Posting.objects.filter(customer=customer, purpose=PostingPurpose.INITIAL_FUNDING).exists()
+        expected = customer.initial_funds if funded else Decimal(0)
+        shares: dict[str, int] = defaultdict(int)
+        for trade in settled.filter(customer=customer).select_related("ticker"):
+            notional = (trade.price * trade.quantity).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+            sign = 1 if trade.direction == "Buy" else -1
+            expected += -sign * notional - trade.fee
+            shares[trade.ticker.symbol] += sign * trade.quantity
+        if cash_balance(customer_id=customer.pk) != expected:
+            problems.append(
+                f"customer {customer.customer_id}: cash {cash_balance(customer_id=customer.pk)} != {expected}"
+            )
+        held = {symbol: int(h.quantity) for symbol, h in holdings(customer_id=customer.pk).items() if h.quantity}
+        if held != {symbol: quantity for symbol, quantity in shares.items() if quantity}:
+            problems.append(f"customer {customer.customer_id}: holdings {held} != settled trades {dict(shares)}")
+    return problems
+
+
 def all_violations() -> list[str]:
-    return order_violations() + execution_violations() + book_violations()
+    return order_violations() + execution_violations() + book_violations() + ledger_violations()

@@ -21,7 +21,7 @@ from django.db import connection
 
 from broker import processes
 from broker.celery import app as celery_app
-from orders.selectors import flow_busy
+from orders.selectors import flow_busy, settlement_pending
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,10 +96,10 @@ def stack(
 
 
 def wait_until_quiet(timeout: float = 60) -> None:
-    """Block until no order is New and no child has a venue attempt still in flight."""
+    """Block until no order is New, no child has a venue attempt in flight and every due trade is settled."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not flow_busy():
+        if not flow_busy() and not settlement_pending():
             return
         time.sleep(0.2)
     raise TimeoutError("the workers did not finish in time")

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand
 from broker import services as broker_services
 from pools import services as pool_services
 from pools.models import PoolKind
+from settlement import services as settlement_services
 
 CUSTOMERS = [
     ("000001", "Aldgate Capital Partners", "1000000.00"),
@@ -43,12 +44,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         for customer_id, name, funds in CUSTOMERS:
-            broker_services.customer_upsert(
+            customer = broker_services.customer_upsert(
                 customer_id=customer_id,
                 name=name,
                 email=f"desk+{customer_id}@example.com",
                 initial_funds=Decimal(funds),
             )
+            settlement_services.customer_fund_initial(customer=customer)
         reference = broker_services.snapshot_reference()
         tickers = []
         for symbol in broker_services.snapshot_symbols():

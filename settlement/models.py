@@ -1,0 +1,131 @@
+"""The books: an append-only, double-entry ledger in Decimal.
+
+Every movement of cash (asset "USD") or shares (asset = ticker symbol) is a `Posting` of balanced
+`LedgerEntry` rows: per posting and asset the amounts sum to zero. Balances, holdings and buying
+power are sums over entries; nothing is ever updated or deleted (database triggers refuse it).
+
+The ledger refers to a broker trade only by its id (`trade_ref`): settlement sits below orders and
+never imports them.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from broker.models import Customer
+from pools.models import Pool
+
+CASH_ASSET = "USD"
+
+
+class AccountKind(models.TextChoices):
+    CUSTOMER_CASH = "CustomerCash", "Customer cash"
+    CUSTOMER_SECURITIES = "CustomerSecurities", "Customer securities"
+    VENUE_CLEARING = "VenueClearing", "Venue clearing (house)"
+    FEE_INCOME = "FeeIncome", "Fee income (house)"
+    CLIENT_FUNDING = "ClientFunding", "Client funding (house counterpart of deposits)"
+
+
+class Account(models.Model):
+    kind = models.CharField(max_length=20, choices=AccountKind.choices)
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, null=True, blank=True, related_name="accounts")
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, null=True, blank=True, related_name="accounts")
+    asset = models.CharField(max_length=12, help_text='"USD" for cash, else the ticker symbol.')
+
+    class Meta:
+        ordering = ["kind", "customer_id", "pool_id", "asset"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "customer", "pool", "asset"], name="account_unique", nulls_distinct=False
+            ),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(kind__in=["CustomerCash", "CustomerSecurities"], customer__isnull=False, pool__isnull=True)
+                    | models.Q(kind="VenueClearing", customer__isnull=True, pool__isnull=False)
+                    | models.Q(kind__in=["FeeIncome", "ClientFunding"], customer__isnull=True, pool__isnull=True)
+                ),
+                name="account_owner_matches_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        if self.customer_id:
+            owner = f"customer {self.customer_id}"
+        else:
+            owner = f"pool {self.pool_id}" if self.pool_id else "house"
+        return f"{self.get_kind_display()} {self.asset} ({owner})"
+
+
+class PostingPurpose(models.TextChoices):
+    INITIAL_FUNDING = "InitialFunding", "Initial funding"
+    TRADE_SETTLEMENT = "TradeSettlement", "Trade settlement"
+
+
+class Posting(models.Model):
+    """One balanced journal entry."""
+
+    posting_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    purpose = models.CharField(max_length=20, choices=PostingPurpose.choices)
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, null=True, blank=True, related_name="postings")
+    trade_ref = models.BigIntegerField(null=True, blank=True, help_text="The broker trade's id.")
+    trade_version = models.PositiveIntegerField(default=1)
+    description = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # A trade (version) settles once: a replayed or concurrent settle cannot post it again.
+            models.UniqueConstraint(
+                fields=["trade_ref", "purpose", "trade_version"],
+                condition=models.Q(trade_ref__isnull=False),
+                name="posting_once_per_trade_version",
+            ),
+            models.UniqueConstraint(
+                fields=["customer"],
+                condition=models.Q(purpose="InitialFunding"),
+                name="posting_one_initial_funding_per_customer",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_purpose_display()} {self.posting_id}"
+
+
+class Leg(models.TextChoices):
+    CASH = "Cash"
+    SECURITIES = "Securities"
+    FEE = "Fee"
+    FUNDING = "Funding"
+
+
+class LedgerEntry(models.Model):
+    posting = models.ForeignKey(Posting, on_delete=models.PROTECT, related_name="entries")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    asset = models.CharField(max_length=12)
+    amount = models.DecimalField(
+        max_digits=24, decimal_places=6, help_text="Signed: positive is a credit to the holder."
+    )
+    leg = models.CharField(max_length=10, choices=Leg.choices)
+    # Copied from the posting so the database itself can refuse a second posting of a trade's leg.
+    purpose = models.CharField(max_length=20, choices=PostingPurpose.choices)
+    trade_ref = models.BigIntegerField(null=True, blank=True)
+    trade_version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["account", "id"], name="entry_account")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["trade_ref", "purpose", "trade_version", "leg", "account"],
+                condition=models.Q(trade_ref__isnull=False),
+                name="entry_once_per_trade_leg_account",
+            ),
+            models.CheckConstraint(condition=~models.Q(amount=0), name="entry_amount_not_zero"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.leg} {self.amount} {self.asset} -> {self.account_id}"

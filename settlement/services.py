@@ -1,0 +1,184 @@
+"""Ledger writes: fund a customer, post a trade's settlement (delivery versus payment).
+
+Every posting is written in one transaction and balances per asset; the database refuses an
+unbalanced posting at commit and a second posting of the same trade leg at insert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from broker.models import Customer
+from settlement.models import CASH_ASSET, Account, AccountKind, LedgerEntry, Leg, Posting, PostingPurpose
+
+CENT = Decimal("0.01")
+
+AccountKey = tuple[str, int | None, int | None, str]  # kind, customer id, pool id, asset
+
+
+def _accounts(keys: Iterable[AccountKey]) -> dict[AccountKey, Account]:
+    """Fetch (creating the missing ones) the accounts for `keys` in two or three queries."""
+    wanted = set(keys)
+
+    def fetch() -> dict[AccountKey, Account]:
+        condition = Q()
+        for kind, customer_id, pool_id, asset in wanted:
+            condition |= Q(kind=kind, customer_id=customer_id, pool_id=pool_id, asset=asset)
+        return {(a.kind, a.customer_id, a.pool_id, a.asset): a for a in Account.objects.filter(condition)}
+
+    accounts = fetch()
+    missing = wanted - set(accounts)
+    if missing:
+        # Concurrent creators race on the unique constraint; ignore_conflicts lets both continue.
+        Account.objects.bulk_create(
+            [
+                Account(kind=kind, customer_id=customer, pool_id=pool, asset=asset)
+                for kind, customer, pool, asset in missing
+            ],
+            ignore_conflicts=True,
+        )
+        accounts = fetch()
+    return accounts
+
+
+def _post(*, posting: Posting, lines: list[tuple[Account, str, Decimal]]) -> None:
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(
+            posting=posting,
+            account=account,
+            asset=account.asset,
+            amount=amount,
+            leg=leg,
+            purpose=posting.purpose,
+            trade_ref=posting.trade_ref,
+            trade_version=posting.trade_version,
+        )
+        for account, leg, amount in lines
+        if amount != 0
+    )
+
+
+@transaction.atomic
+def customer_fund_initial(*, customer: Customer) -> Posting | None:
+    """Credit the customer's initial funds to its cash account, once. Returns None on replay."""
+    if customer.initial_funds <= 0:
+        return None
+    try:
+        with transaction.atomic():
+            posting = Posting.objects.create(
+                purpose=PostingPurpose.INITIAL_FUNDING, customer=customer, description="initial funds"
+            )
+    except IntegrityError:
+        return None  # already funded
+    accounts = _accounts(
+        [
+            (AccountKind.CUSTOMER_CASH, customer.pk, None, CASH_ASSET),
+            (AccountKind.CLIENT_FUNDING, None, None, CASH_ASSET),
+        ]
+    )
+    _post(
+        posting=posting,
+        lines=[
+            (accounts[(AccountKind.CUSTOMER_CASH, customer.pk, None, CASH_ASSET)], Leg.FUNDING, customer.initial_funds),
+            (accounts[(AccountKind.CLIENT_FUNDING, None, None, CASH_ASSET)], Leg.FUNDING, -customer.initial_funds),
+        ],
+    )
+    return posting
+
+
+@dataclass(frozen=True, slots=True)
+class TradeToSettle:
+    """What the ledger needs to know of a broker trade (settlement never imports orders)."""
+
+    trade_ref: int
+    customer_id: int
+    pool_id: int
+    symbol: str
+    direction: str  # "Buy" | "Sell"
+    quantity: int
+    price: Decimal
+    fee: Decimal
+    version: int = 1
+
+    @property
+    def notional(self) -> Decimal:
+        return (self.price * self.quantity).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def trade_post(*, trade: TradeToSettle) -> Posting | None:
+    """Post both legs of a trade in one transaction (delivery versus payment), plus its fee.
+
+    Buy: cash goes from the customer to the venue's clearing account, shares the other way; a sell is
+    the mirror image. Idempotent: a second call for the same trade version returns None and posts
+    nothing (the unique constraint arbitrates concurrent calls). Caller may hold the trade's row lock.
+    """
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                posting = Posting.objects.create(
+                    purpose=PostingPurpose.TRADE_SETTLEMENT,
+                    customer_id=trade.customer_id,
+                    trade_ref=trade.trade_ref,
+                    trade_version=trade.version,
+                    description=f"{trade.direction} {trade.quantity} {trade.symbol} @ {trade.price}",
+                )
+        except IntegrityError:
+            return None
+        keys = {
+            "cash": (AccountKind.CUSTOMER_CASH, trade.customer_id, None, CASH_ASSET),
+            "shares": (AccountKind.CUSTOMER_SECURITIES, trade.customer_id, None, trade.symbol),
+            "venue_cash": (AccountKind.VENUE_CLEARING, None, trade.pool_id, CASH_ASSET),
+            "venue_shares": (AccountKind.VENUE_CLEARING, None, trade.pool_id, trade.symbol),
+            "fees": (AccountKind.FEE_INCOME, None, None, CASH_ASSET),
+        }
+        accounts = _accounts(keys.values())
+        sign = 1 if trade.direction == "Buy" else -1
+        notional, shares = trade.notional, Decimal(trade.quantity)
+        _post(
+            posting=posting,
+            lines=[
+                (accounts[keys["cash"]], Leg.CASH, -sign * notional),
+                (accounts[keys["venue_cash"]], Leg.CASH, sign * notional),
+                (accounts[keys["shares"]], Leg.SECURITIES, sign * shares),
+                (accounts[keys["venue_shares"]], Leg.SECURITIES, -sign * shares),
+                (accounts[keys["cash"]], Leg.FEE, -trade.fee),
+                (accounts[keys["fees"]], Leg.FEE, trade.fee),
+            ],
+        )
+        return posting
+
+
+def settlement_today() -> date:
+    """Today's date in New York, the calendar settlement dates are counted in."""
+    import zoneinfo
+
+    from django.utils import timezone
+
+    return timezone.now().astimezone(zoneinfo.ZoneInfo("America/New_York")).date()
+
+
+def settlement_due_on(*, traded_at: datetime) -> date:
+    """The date a trade settles: its trade date (T+0) or the next XNYS business day (T+1).
+
+    The trade date is the New York date of the execution; T+1 skips weekends and exchange holidays.
+    """
+    import zoneinfo
+
+    trade_day = traded_at.astimezone(zoneinfo.ZoneInfo("America/New_York")).date()
+    if settings.SETTLEMENT_CYCLE == "T+0":
+        return trade_day
+    import exchange_calendars
+    import pandas
+
+    calendar = exchange_calendars.get_calendar("XNYS")
+    day = pandas.Timestamp(trade_day)
+    # A trade on a non-session day (the simulation trades around the clock) belongs to the next session.
+    session = day if calendar.is_session(day) else calendar.date_to_session(day, direction="next")
+    return calendar.next_session(session).date()
