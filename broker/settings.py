@@ -239,6 +239,9 @@ if SETTLEMENT_CYCLE not in ("T+0", "T+1"):
 # Empty: the simulated market is open around the clock. "XNYS": Day orders expire at the NYSE close.
 MARKET_CALENDAR = os.environ.get("MARKET_CALENDAR", "")
 TRADE_FEE_PLACES = Decimal("0.01")
+# Market orders may trade at most this fraction away from the reference price (market order
+# protection); a Market buy reserves cash at that price.
+MARKET_ORDER_COLLAR = Decimal(os.environ.get("MARKET_ORDER_COLLAR", "0.05"))
 
 # --- I18N, static ---------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -1,7 +1,13 @@
+from typing import Any
+
+from django import forms
 from django.contrib import admin
+from django.http import HttpRequest
 
 from broker.admin_base import AppendOnlyAdmin, RecordAdmin, customer_column, price_text, short_uuid, ticker_column
-from orders.models import ChildOrder, Order, OrderEvent, Trade
+from broker.exceptions import ApplicationError
+from orders import kill_switch
+from orders.models import HALT_TARGET_FIELDS, ChildOrder, Halt, HaltEvent, Order, OrderEvent, Trade
 
 CHILD_FIELDS = (
     "index",
@@ -184,3 +190,101 @@ class OrderEventAdmin(AppendOnlyAdmin):
     list_filter = ["kind", "to_status"]
     search_fields = ["=order__order_id", "actor"]
     readonly_fields = ["order", "child", "kind", "from_status", "to_status", "actor", "detail", "created_at"]
+
+
+# --- kill switch -----------------------------------------------------------------------------------
+
+HALT_EVENT_FIELDS = ("created_at", "active", "reason", "actor")
+HALT_TARGET_FORM_FIELDS = ("pool", "ticker", "customer")
+
+
+class HaltForm(forms.ModelForm):
+    """Shows the kill switch service's refusals next to the fields they concern."""
+
+    class Meta:
+        model = Halt
+        fields = ["scope", "pool", "ticker", "customer", "active", "reason"]
+
+    def _value(self, name: str) -> Any:
+        # Scope and target are read-only once the halt exists, so they are not in cleaned_data then.
+        return self.cleaned_data[name] if name in self.cleaned_data else getattr(self.instance, name, None)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        scope = self._value("scope")
+        if scope is None:
+            return cleaned  # the scope field already carries its error
+        target_field = HALT_TARGET_FIELDS.get(scope)
+        for other in HALT_TARGET_FORM_FIELDS:
+            if other != target_field and self.cleaned_data.get(other) is not None:
+                self.add_error(other, f"A {scope} halt has no {other}; clear this field.")
+        target = self._value(target_field) if target_field else None
+        try:
+            kill_switch.halt_validate(
+                scope=scope,
+                target_id=target.pk if target is not None else None,
+                active=bool(self._value("active")),
+                reason=self._value("reason") or "",
+            )
+        except ApplicationError as error:
+            for field, messages in error.errors.items():
+                form_field = target_field if field == "target" else field
+                self.add_error(form_field if form_field in self.fields else None, messages)
+        return cleaned
+
+
+class HaltEventInline(admin.TabularInline):
+    model = HaltEvent
+    extra = 0
+    can_delete = False
+    fields = HALT_EVENT_FIELDS
+    readonly_fields = HALT_EVENT_FIELDS
+    ordering = ["-id"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Halt)
+class HaltAdmin(admin.ModelAdmin):
+    """Halting and releasing go through `kill_switch.halt_set`, which writes the audit event."""
+
+    form = HaltForm
+    list_display = ["scope", "halt_target", "active", "reason", "changed_by", "changed_at"]
+    list_filter = ["active", "scope"]
+    search_fields = ["pool__name", "ticker__symbol", "customer__customer_id", "reason", "changed_by"]
+    list_select_related = ["pool", "ticker", "customer"]
+    autocomplete_fields = ["ticker", "customer"]
+    inlines = [HaltEventInline]
+
+    @admin.display(description="target")
+    def halt_target(self, halt: Halt) -> str:
+        return halt.target or "-"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Another target is another halt: add that one instead of re-pointing this one's history.
+        if obj is not None:
+            return ["scope", "pool", "ticker", "customer", "changed_by", "changed_at"]
+        return ["changed_by", "changed_at"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # release it instead; the row keeps its event history
+
+    def save_model(self, request: HttpRequest, obj: Halt, form: forms.ModelForm, change: bool) -> None:
+        halt = kill_switch.halt_set(
+            scope=obj.scope, target_id=obj.target_id, active=obj.active, reason=obj.reason, actor=request.user
+        )
+        obj.pk = halt.pk
+        obj.refresh_from_db()
+
+
+@admin.register(HaltEvent)
+class HaltEventAdmin(AppendOnlyAdmin):
+    list_display = ["id", "created_at", "halt", "active", "reason", "actor"]
+    list_filter = ["active", "halt__scope"]
+    search_fields = ["actor", "reason", "halt__pool__name", "halt__ticker__symbol", "halt__customer__customer_id"]
+    list_select_related = ["halt__pool", "halt__ticker", "halt__customer"]
+    readonly_fields = ["halt", "active", "reason", "actor", "created_at"]

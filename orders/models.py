@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.utils import timezone
 
 from broker.models import Customer, Ticker
 from pools.models import Execution, Pool
@@ -90,6 +91,9 @@ class Order(models.Model):
     order_type = models.CharField(max_length=6, choices=OrderType.choices)
     quantity = models.PositiveIntegerField()
     price = models.DecimalField(max_digits=18, decimal_places=4, null=True, blank=True)
+    # Market orders only: the worst price they may trade at (reference price +- the collar). It is
+    # what they reserve and the limit their slices carry to the venues.
+    protection_price = models.DecimalField(max_digits=18, decimal_places=4, null=True, blank=True)
     time_in_force = models.CharField(max_length=3, choices=TimeInForce.choices, default=TimeInForce.DAY)
     client_order_id = models.CharField(max_length=64, null=True, blank=True)
     request_fingerprint = models.CharField(max_length=64, blank=True)
@@ -143,6 +147,11 @@ class Order(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_ORDER_STATUSES
+
+    @property
+    def venue_limit(self) -> Decimal | None:
+        """The price limit slices carry to venues: the limit, or a Market order's protection price."""
+        return self.price if self.price is not None else self.protection_price
 
 
 class ChildOrder(models.Model):
@@ -248,3 +257,98 @@ class OrderEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.order_id} {self.kind} {self.from_status}->{self.to_status}"
+
+
+# --- kill switch -----------------------------------------------------------------------------------
+
+
+class HaltScope(models.TextChoices):
+    ALL = "All", "Everything"
+    POOL = "Pool"
+    TICKER = "Ticker"
+    CUSTOMER = "Customer"
+
+
+# Which foreign key names the target of each scope (All has none).
+HALT_TARGET_FIELDS: dict[str, str] = {
+    HaltScope.POOL: "pool",
+    HaltScope.TICKER: "ticker",
+    HaltScope.CUSTOMER: "customer",
+}
+
+
+class Halt(models.Model):
+    """The kill switch of one scope target: everything, a pool, a ticker or a customer.
+
+    One row per target ever configured; releasing a halt sets `active` off rather than deleting the
+    row, so its `HaltEvent` history stays attached. Written only by `orders.kill_switch.halt_set`.
+    """
+
+    scope = models.CharField(max_length=8, choices=HaltScope.choices)
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, null=True, blank=True, related_name="halts")
+    ticker = models.ForeignKey(Ticker, on_delete=models.PROTECT, null=True, blank=True, related_name="halts")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, null=True, blank=True, related_name="halts")
+    active = models.BooleanField(default=False, help_text="Halted: new orders in scope are rejected.")
+    reason = models.TextField(blank=True)
+    changed_by = models.CharField(max_length=150, blank=True)
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["scope", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(scope="All", pool__isnull=True, ticker__isnull=True, customer__isnull=True)
+                    | models.Q(scope="Pool", pool__isnull=False, ticker__isnull=True, customer__isnull=True)
+                    | models.Q(scope="Ticker", pool__isnull=True, ticker__isnull=False, customer__isnull=True)
+                    | models.Q(scope="Customer", pool__isnull=True, ticker__isnull=True, customer__isnull=False)
+                ),
+                name="halt_target_matches_scope",
+                violation_error_message="Set exactly the pool, ticker or customer the scope names (none for All).",
+            ),
+            # NULLS NOT DISTINCT (Postgres 15+): also makes the All row, whose targets are all NULL, unique.
+            models.UniqueConstraint(
+                fields=["scope", "pool", "ticker", "customer"],
+                nulls_distinct=False,
+                name="halt_unique_target",
+                violation_error_message="This target already has a halt; change that one instead.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "halted" if self.active else "released"
+        return f"{self.scope} {self.target}: {state}" if self.target else f"{self.scope}: {state}"
+
+    @property
+    def target_id(self) -> int | None:
+        """Primary key of the pool, ticker or customer the scope names; None for All."""
+        field_name = HALT_TARGET_FIELDS.get(self.scope)
+        return getattr(self, f"{field_name}_id") if field_name else None
+
+    @property
+    def target(self) -> str | None:
+        """The target as clients name it: pool name, ticker symbol or customerId; None for All."""
+        if self.scope == HaltScope.POOL and self.pool is not None:
+            return self.pool.name
+        if self.scope == HaltScope.TICKER and self.ticker is not None:
+            return self.ticker.symbol
+        if self.scope == HaltScope.CUSTOMER and self.customer is not None:
+            return self.customer.customer_id
+        return None
+
+
+class HaltEvent(models.Model):
+    """Append-only audit of every kill-switch toggle: who, when, why, and the state asked for."""
+
+    halt = models.ForeignKey(Halt, on_delete=models.PROTECT, related_name="events")
+    active = models.BooleanField(help_text="The state this toggle asked for.")
+    reason = models.TextField(blank=True)
+    actor = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["halt", "id"], name="haltevent_halt")]
+
+    def __str__(self) -> str:
+        return f"{self.halt}: {'halt' if self.active else 'release'} by {self.actor or 'system'}"

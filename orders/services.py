@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, cast
 
 from django.conf import settings
@@ -24,7 +25,7 @@ from django.utils import timezone
 
 from broker.exceptions import Conflict
 from broker.models import Customer, Ticker
-from orders import routing
+from orders import kill_switch, routing
 from orders.models import (
     CHILD_TRANSITIONS,
     FINAL_CHILD_STATUSES,
@@ -42,6 +43,7 @@ from orders.models import (
 from orders.validation import OrderRequest
 from pools import selectors as pool_selectors
 from pools import services as pool_services
+from pools.liquidity import round_to_tick
 from pools.models import Book, Pool, PoolKind
 from settlement import services as settlement_services
 
@@ -185,6 +187,9 @@ def order_place(*, request: OrderRequest, customer: Customer, ticker: Ticker, ac
     different body it is a Conflict. Concurrent repeats are arbitrated by the unique constraint.
     """
     fingerprint = request.fingerprint()
+    # One placement at a time per customer: the risk check and the reservation it makes must see every
+    # earlier order of the customer (locks: customer before anything of the order flow).
+    Customer.objects.select_for_update().filter(pk=customer.pk).first()
     if request.client_order_id:
         existing = Order.objects.filter(customer=customer, client_order_id=request.client_order_id).first()
         if existing is not None:
@@ -199,6 +204,11 @@ def order_place(*, request: OrderRequest, customer: Customer, ticker: Ticker, ac
                 order_type=request.order_type,
                 quantity=request.quantity,
                 price=request.price,
+                protection_price=(
+                    _protection_price(ticker=ticker, direction=request.direction)
+                    if request.order_type == OrderType.MARKET
+                    else None
+                ),
                 time_in_force=request.time_in_force,
                 client_order_id=request.client_order_id,
                 request_fingerprint=fingerprint,
@@ -213,10 +223,10 @@ def order_place(*, request: OrderRequest, customer: Customer, ticker: Ticker, ac
 
     events = [OrderEvent(order=order, kind="accepted", to_status=OrderStatus.NEW, actor=_actor_name(actor), detail={})]
     effects = _Effects(orders={order.pk: order})
-    if request.order_type == OrderType.MARKET and ticker.reference_price is None:
-        # Without any reference price a Market order has nothing to be sanity-checked against.
-        order.reject_reason = f"no reference price for {ticker.symbol}: Market orders need one"
-        _transition(order, OrderStatus.REJECTED, actor="gateway", events=events, reason=order.reject_reason)
+    reject_reason = _pre_trade_refusal(order=order, ticker=ticker)
+    if reject_reason:
+        order.reject_reason = reject_reason
+        _transition(order, OrderStatus.REJECTED, actor="gateway", events=events, reason=reject_reason)
         order.save(update_fields=["status", "reject_reason", "updated_at"])
     else:
         effects.routes.append(order.pk)
@@ -225,20 +235,57 @@ def order_place(*, request: OrderRequest, customer: Customer, ticker: Ticker, ac
     return Placement(order=order, created=True)
 
 
+def _protection_price(*, ticker: Ticker, direction: str) -> Decimal | None:
+    if ticker.reference_price is None:
+        return None
+    collar = settings.MARKET_ORDER_COLLAR
+    if direction == "Buy":
+        return round_to_tick(ticker.reference_price * (1 + collar), up=True)
+    return round_to_tick(ticker.reference_price * (1 - collar), up=False)
+
+
+def _pre_trade_refusal(*, order: Order, ticker: Ticker) -> str:
+    """Why the order may not trade (empty when it may). Reserves its cash or shares when it may.
+
+    Caller holds the customer's row lock.
+    """
+    halted = kill_switch.halt_reason(customer_id=order.customer_id, ticker_id=order.ticker_id)
+    if halted:
+        return halted
+    if order.order_type == OrderType.MARKET and order.protection_price is None:
+        # Without any reference price a Market order has nothing to be protected against.
+        return f"no reference price for {ticker.symbol}: Market orders need one"
+    limit = order.venue_limit
+    assert limit is not None
+    check = settlement_services.reservation_open(
+        order_ref=order.pk,
+        customer_id=order.customer_id,
+        direction=order.direction,
+        symbol=ticker.symbol,
+        quantity=order.quantity,
+        per_share_price=limit,
+    )
+    return "" if check.accepted else check.reason
+
+
 # --- routing ---------------------------------------------------------------------------------------
 
 
-def _venues(kind: str) -> list[routing.Venue]:
+def _venues(kind: str, *, halted: set[int] | None = None) -> list[routing.Venue]:
+    """The venues orders may go to now: active, and not halted by the kill switch."""
+    if halted is None:
+        halted = kill_switch.halted_pool_ids()
     return [
         routing.Venue(pool_id=pool.pk, name=pool.name, maker_fee=pool.maker_fee, taker_fee=pool.taker_fee)
         for pool in pool_selectors.pools_active(kind=kind)
+        if pool.pk not in halted
     ]
 
 
 def _depth(order: Order) -> list[routing.Level]:
     return [
         routing.Level(pool_id=level.pool_id, price=level.price, quantity=level.quantity)
-        for level in pool_selectors.lit_depth(ticker_id=order.ticker_id, side=order.direction, limit=order.price)
+        for level in pool_selectors.lit_depth(ticker_id=order.ticker_id, side=order.direction, limit=order.venue_limit)
     ]
 
 
@@ -250,13 +297,17 @@ def order_route(*, order_id: int) -> Order | None:
     order = Order.objects.filter(pk=order_id).select_related("ticker").first()
     if order is None or order.status != OrderStatus.NEW:
         return order
+    if kill_switch.halt_reason(customer_id=order.customer_id, ticker_id=order.ticker_id):
+        # Halted after it was accepted: it waits, New, and the sweeper routes it once trading resumes.
+        return order
     pool_services.books_ensure(ticker_id=order.ticker_id)
     if order.time_in_force == TimeInForce.FOK:
         return _route_fill_or_kill(order_id=order_id)
 
     # The snapshot is read before taking the order lock: it only steers where children go; the venue
     # decides what actually fills.
-    lit, dark = _venues(PoolKind.LIT), _venues(PoolKind.DARK)
+    halted = kill_switch.halted_pool_ids()
+    lit, dark = _venues(PoolKind.LIT, halted=halted), _venues(PoolKind.DARK, halted=halted)
     midpoint = pool_selectors.nbbo(ticker_id=order.ticker_id).midpoint
     depth = _depth(order)
     with transaction.atomic():
@@ -396,6 +447,7 @@ def _route_fill_or_kill(*, order_id: int) -> Order:
         order.reject_reason = reason
         _transition(order, OrderStatus.CANCELLED, actor="router", events=events, reason=reason)
         order.save(update_fields=["status", "reject_reason", "updated_at"])
+        settlement_services.reservation_close(order_ref=order.pk)
         OrderEvent.objects.bulk_create(events)
         _Effects(orders={order.pk: order}).on_commit()
     return order
@@ -410,8 +462,13 @@ def child_match(*, child_id: int, attempt: int) -> ChildOrder | None:
     Idempotent: a task for an attempt that already reached the venue, or for a child that has since
     moved or finished, returns without doing anything.
     """
-    peek = ChildOrder.objects.filter(pk=child_id).values("pool_id", "parent__ticker_id").first()
+    peek = ChildOrder.objects.filter(pk=child_id).values("pool_id", "parent__ticker_id", "parent__customer_id").first()
     if peek is None or peek["pool_id"] is None:
+        return None
+    if kill_switch.halt_reason(
+        customer_id=peek["parent__customer_id"], ticker_id=peek["parent__ticker_id"], pool_id=peek["pool_id"]
+    ):
+        # Halted: the child stays in flight, untouched; the sweeper sends it again after the halt.
         return None
     with transaction.atomic():
         book = pool_services.book_lock(pool_id=peek["pool_id"], ticker_id=peek["parent__ticker_id"])
@@ -441,7 +498,7 @@ def _submit_locked(*, book: Book, child: ChildOrder, effects: _Effects, may_rero
         book=book,
         client_ref=child.pk,
         side=order.direction,
-        price=order.price,
+        price=order.venue_limit,
         quantity=child.remaining,
         time_in_force=child.venue_time_in_force,
         midpoint=midpoint,
@@ -537,16 +594,31 @@ def _submit_locked(*, book: Book, child: ChildOrder, effects: _Effects, may_rero
         .exclude(status__in=FINAL_CHILD_STATUSES)
         .values_list("parent_id", flat=True)
     )
+    filled: dict[int, tuple[int, Decimal]] = {}
+    for trade in trades:
+        quantity, cost = filled.get(trade.order_id, (0, Decimal(0)))
+        filled[trade.order_id] = (quantity + trade.quantity, cost + _trade_cost(trade))
+    for order_id in sorted(filled):
+        quantity, cost = filled[order_id]
+        settlement_services.reservation_fill(order_ref=order_id, quantity=quantity, cost=cost)
     for parent in parents.values():
         for_status = _parent_status_after_fills(parent, has_open_children=parent.pk in open_parents)
         _transition(parent, for_status, actor=book.pool.name, events=events)
         parent.updated_at = now
+        if parent.is_final:
+            settlement_services.reservation_close(order_ref=parent.pk)
     Order.objects.bulk_update(parents.values(), ["filled_quantity", "filled_notional", "fees", "status", "updated_at"])
     OrderEvent.objects.bulk_create(events)
     for trade in trades:
         trade.order = parents[trade.order_id]
     effects.trades.extend(trades)
     effects.orders.update(parents)
+
+
+def _trade_cost(trade: Trade) -> Decimal:
+    return settlement_services.trade_cost(
+        direction=trade.direction, quantity=trade.quantity, price=trade.price, fee=trade.fee
+    )
 
 
 def _trade(*, child: ChildOrder, execution: Any, pool: Pool, role: str) -> Trade:
@@ -682,6 +754,7 @@ def _close_out(*, order_id: int, actor: Actor | str, to: str, child_to: str) -> 
         ChildOrder.objects.bulk_update(children, ["status", "updated_at"])
         _transition(order, to, actor=actor, events=events, requestedBy=_actor_name(actor))
         order.save(update_fields=["status", "updated_at"])
+        settlement_services.reservation_close(order_ref=order.pk)
         OrderEvent.objects.bulk_create(events)
         _Effects(orders={order.pk: order}).on_commit()
     return order
@@ -757,6 +830,7 @@ def trade_settle(*, trade_id: int, today: date | None = None) -> Trade | None:
                 fee=trade.fee,
             )
         )
+        settlement_services.reservation_settle(order_ref=trade.order_id, cost=_trade_cost(trade))
         trade.settlement_date = timezone.now()
         trade.save(update_fields=["settlement_date"])
         OrderEvent.objects.create(

@@ -60,6 +60,7 @@ class Account(models.Model):
 
 class PostingPurpose(models.TextChoices):
     INITIAL_FUNDING = "InitialFunding", "Initial funding"
+    SECURITIES_TRANSFER_IN = "TransferIn", "Securities transferred in"
     TRADE_SETTLEMENT = "TradeSettlement", "Trade settlement"
 
 
@@ -72,11 +73,18 @@ class Posting(models.Model):
     trade_ref = models.BigIntegerField(null=True, blank=True, help_text="The broker trade's id.")
     trade_version = models.PositiveIntegerField(default=1)
     description = models.CharField(max_length=200, blank=True)
+    # An external reference (a transfer's id) that makes a deposit idempotent.
+    reference = models.CharField(max_length=100, blank=True)
+    # Cost basis per share of transferred-in shares (a trade's cost is its cash leg).
+    unit_cost = models.DecimalField(max_digits=18, decimal_places=4, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
         constraints = [
+            models.UniqueConstraint(
+                fields=["purpose", "reference"], condition=~models.Q(reference=""), name="posting_unique_reference"
+            ),
             # A trade (version) settles once: a replayed or concurrent settle cannot post it again.
             models.UniqueConstraint(
                 fields=["trade_ref", "purpose", "trade_version"],
@@ -129,3 +137,45 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.leg} {self.amount} {self.asset} -> {self.account_id}"
+
+
+class Reservation(models.Model):
+    """Buying power (cash) or shares an order holds until it is finished and its trades settle.
+
+    What it holds is `per_unit * open_units + pending`: the reserve for the quantity still open, plus
+    the actual cost (cash) or quantity (shares) of fills not yet posted to the ledger.
+    """
+
+    order_ref = models.BigIntegerField(unique=True, help_text="The broker order's id.")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="reservations")
+    asset = models.CharField(max_length=12, help_text='"USD" for a buy, the ticker symbol for a sell.')
+    per_unit = models.DecimalField(max_digits=18, decimal_places=6)
+    units = models.PositiveIntegerField(help_text="Quantity reserved for at entry.")
+    open_units = models.PositiveIntegerField()
+    pending = models.DecimalField(max_digits=24, decimal_places=6, default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(
+                fields=["customer", "asset"],
+                condition=models.Q(open_units__gt=0) | ~models.Q(pending=0),
+                name="reservation_outstanding",
+            )
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(open_units__lte=models.F("units")), name="reservation_open_le_units"
+            ),
+            models.CheckConstraint(condition=models.Q(pending__gte=0), name="reservation_pending_not_negative"),
+            models.CheckConstraint(condition=models.Q(per_unit__gt=0), name="reservation_per_unit_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"order {self.order_ref}: {self.per_unit} x {self.open_units} + {self.pending} {self.asset}"
+
+    @property
+    def outstanding(self) -> object:
+        return self.per_unit * self.open_units + self.pending

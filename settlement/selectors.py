@@ -41,7 +41,7 @@ class Holding:
 
 
 def holdings(*, customer_id: int) -> dict[str, Holding]:
-    """Positions from settled trades, replayed in posting order with average-cost accounting.
+    """Positions from transfers in and settled trades, replayed in posting order (average cost).
 
     A buy adds its shares at their price; a sell realizes (price - average cost) per share sold and
     reduces the cost at the average. Fees are not part of the cost (they are shown as commissions).
@@ -49,18 +49,19 @@ def holdings(*, customer_id: int) -> dict[str, Holding]:
     entries = (
         LedgerEntry.objects.filter(
             account__customer_id=customer_id,
-            purpose=PostingPurpose.TRADE_SETTLEMENT,
-            leg__in=(Leg.CASH, Leg.SECURITIES),
+            purpose__in=(PostingPurpose.TRADE_SETTLEMENT, PostingPurpose.SECURITIES_TRANSFER_IN),
+            leg__in=(Leg.CASH, Leg.SECURITIES, Leg.FUNDING),
         )
         .order_by("posting_id", "id")
-        .values_list("posting_id", "leg", "asset", "amount")
+        .values_list("posting_id", "leg", "asset", "amount", "posting__unit_cost")
     )
     per_posting: dict[int, dict[str, object]] = defaultdict(dict)
-    for posting_id, leg, asset, amount in entries:
-        if leg == Leg.SECURITIES:
-            per_posting[posting_id]["symbol"] = asset
-            per_posting[posting_id]["shares"] = amount
-        elif asset == CASH_ASSET:
+    for posting_id, leg, asset, amount, unit_cost in entries:
+        if asset != CASH_ASSET:
+            per_posting[posting_id].update(symbol=asset, shares=amount)
+            if unit_cost is not None:  # a transfer in: its cost basis is recorded on the posting
+                per_posting[posting_id]["cash"] = -unit_cost * amount
+        elif leg == Leg.CASH:
             per_posting[posting_id]["cash"] = amount
     positions: dict[str, Holding] = {}
     for posting_id in sorted(per_posting):

@@ -93,6 +93,42 @@ def customer_fund_initial(*, customer: Customer) -> Posting | None:
     return posting
 
 
+@transaction.atomic
+def customer_transfer_in(
+    *, customer: Customer, symbol: str, quantity: int, unit_cost: Decimal, reference: str
+) -> Posting | None:
+    """Deliver shares into the customer's account from outside (a portfolio transfer), once per reference.
+
+    The house counterpart is the client-funding account of that asset, so the ledger still sums to zero.
+    """
+    if quantity <= 0:
+        raise ValueError("a transfer moves a positive number of shares")
+    try:
+        with transaction.atomic():
+            posting = Posting.objects.create(
+                purpose=PostingPurpose.SECURITIES_TRANSFER_IN,
+                customer=customer,
+                reference=reference,
+                unit_cost=unit_cost,
+                description=f"transfer in {quantity} {symbol} at cost {unit_cost}",
+            )
+    except IntegrityError:
+        return None
+    keys = [
+        (AccountKind.CUSTOMER_SECURITIES, customer.pk, None, symbol),
+        (AccountKind.CLIENT_FUNDING, None, None, symbol),
+    ]
+    accounts = _accounts(keys)
+    _post(
+        posting=posting,
+        lines=[
+            (accounts[keys[0]], Leg.FUNDING, Decimal(quantity)),
+            (accounts[keys[1]], Leg.FUNDING, -Decimal(quantity)),
+        ],
+    )
+    return posting
+
+
 @dataclass(frozen=True, slots=True)
 class TradeToSettle:
     """What the ledger needs to know of a broker trade (settlement never imports orders)."""
@@ -182,3 +218,108 @@ def settlement_due_on(*, traded_at: datetime) -> date:
     # A trade on a non-session day (the simulation trades around the clock) belongs to the next session.
     session = day if calendar.is_session(day) else calendar.date_to_session(day, direction="next")
     return calendar.next_session(session).date()
+
+
+# --- pre-trade risk: reservations ------------------------------------------------------------------
+
+# Per share, on top of the limit and the highest fee rate: each trade rounds its notional and its fee
+# half-up to the cent, so each can exceed the exact amount by at most half a cent. One cent per share
+# therefore covers any sequence of fills (every fill is at least one share).
+ROUNDING_BUFFER_PER_SHARE = Decimal("0.01")
+
+
+def trade_cost(*, direction: str, quantity: int, price: Decimal, fee: Decimal) -> Decimal:
+    """What a trade takes from its reservation: cash (notional + fee) for a buy, shares for a sell."""
+    if direction == "Buy":
+        return (price * quantity).quantize(CENT, rounding=ROUND_HALF_UP) + fee
+    return Decimal(quantity)
+
+
+def available(*, customer_id: int, asset: str) -> Decimal:
+    """Ledger balance of `asset` less everything the customer's reservations still hold."""
+    from django.db.models import F, Sum
+
+    from settlement.models import Reservation
+
+    kind = AccountKind.CUSTOMER_CASH if asset == CASH_ASSET else AccountKind.CUSTOMER_SECURITIES
+    balance = LedgerEntry.objects.filter(
+        account__kind=kind, account__customer_id=customer_id, account__asset=asset
+    ).aggregate(total=Sum("amount"))["total"] or Decimal(0)
+    held = Reservation.objects.filter(customer_id=customer_id, asset=asset).filter(
+        Q(open_units__gt=0) | ~Q(pending=0)
+    ).aggregate(total=Sum(F("per_unit") * F("open_units") + F("pending")))["total"] or Decimal(0)
+    return balance - held
+
+
+@dataclass(frozen=True, slots=True)
+class RiskCheck:
+    accepted: bool
+    reason: str = ""
+
+
+def reservation_open(
+    *, order_ref: int, customer_id: int, direction: str, symbol: str, quantity: int, per_share_price: Decimal
+) -> RiskCheck:
+    """Reserve what a new order needs, or refuse it. Caller holds the customer's row lock.
+
+    A buy reserves `per_share_price` (its limit, or a Market order's protection price) plus the
+    highest fee rate of any venue plus the rounding buffer, per share; a sell reserves the shares.
+    Only settled holdings and cash count: no shorting and no spending of unsettled proceeds.
+    """
+    from django.db.models import Max
+
+    from pools.models import Pool
+    from settlement.models import Reservation
+
+    if direction == "Buy":
+        rates = Pool.objects.filter(active=True).aggregate(maker=Max("maker_fee"), taker=Max("taker_fee"))
+        fee_rate = max(rates["maker"] or Decimal(0), rates["taker"] or Decimal(0))
+        asset, per_unit = CASH_ASSET, per_share_price + fee_rate + ROUNDING_BUFFER_PER_SHARE
+        needed, reason = per_unit * quantity, "insufficient funds"
+    else:
+        asset, per_unit = symbol, Decimal(1)
+        needed, reason = Decimal(quantity), "insufficient position"
+    have = available(customer_id=customer_id, asset=asset)
+    if have < needed:
+        shown = (
+            f"{have.quantize(CENT)} available, {needed.quantize(CENT)} needed"
+            if asset == CASH_ASSET
+            else (f"{have.normalize():f} {symbol} available, {quantity} needed")
+        )
+        return RiskCheck(accepted=False, reason=f"{reason}: {shown}")
+    Reservation.objects.create(
+        order_ref=order_ref,
+        customer_id=customer_id,
+        asset=asset,
+        per_unit=per_unit,
+        units=quantity,
+        open_units=quantity,
+    )
+    return RiskCheck(accepted=True)
+
+
+def reservation_fill(*, order_ref: int, quantity: int, cost: Decimal) -> None:
+    """A fill turns `quantity` open units into `cost` pending settlement. Caller holds the order's lock."""
+    from django.db.models import F
+
+    from settlement.models import Reservation
+
+    Reservation.objects.filter(order_ref=order_ref).update(
+        open_units=F("open_units") - quantity, pending=F("pending") + cost
+    )
+
+
+def reservation_close(*, order_ref: int) -> None:
+    """The order is finished: release what was held for its unfilled quantity (fills stay pending)."""
+    from settlement.models import Reservation
+
+    Reservation.objects.filter(order_ref=order_ref, open_units__gt=0).update(open_units=0)
+
+
+def reservation_settle(*, order_ref: int, cost: Decimal) -> None:
+    """A trade was posted to the ledger: its cost is no longer pending. Same transaction as the posting."""
+    from django.db.models import F
+
+    from settlement.models import Reservation
+
+    Reservation.objects.filter(order_ref=order_ref).update(pending=F("pending") - cost)

@@ -54,6 +54,18 @@ def make_customers() -> dict[str, Customer]:
     return customers
 
 
+def give_shares(symbol: str = "COIN", quantity: int = 5000) -> None:
+    """An opening position in `symbol` for every demo customer (transferred in through the ledger)."""
+    for customer in Customer.objects.all():
+        settlement_services.customer_transfer_in(
+            customer=customer,
+            symbol=symbol,
+            quantity=quantity,
+            unit_cost=Decimal("250.00"),
+            reference=f"test:{customer.customer_id}:{symbol}",
+        )
+
+
 def make_ticker(symbol: str = "COIN", price: str = "256.62") -> Ticker:
     return broker_services.ticker_upsert(
         symbol=symbol, name=symbol, exchange="NASDAQ", reference_price=Decimal(price), reference_date=date(2024, 3, 8)
@@ -73,6 +85,7 @@ def market(db: None) -> Market:
     customers = make_customers()
     ticker = make_ticker()
     pool_services.books_ensure(ticker_id=ticker.pk)
+    give_shares("COIN")
     return {"pools": pools, "customers": customers, "ticker": ticker}
 
 
@@ -122,3 +135,13 @@ def place(customer_id: str = "000002", **fields: object) -> Order:
     return services.order_place(
         request=request, customer=customer, ticker=ticker_by_symbol(symbol=request.ticker), actor=None
     ).order
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that start a real worker last.
+
+    Once the session's worker is up it consumes every task any test enqueues; a transactional test
+    that runs after it could find the worker still busy with the previous test's rows while the
+    database is being flushed.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("stack") is not None)

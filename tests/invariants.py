@@ -13,7 +13,7 @@ from django.db.models import Max, Min, Q, Sum
 from broker.models import Customer
 from orders.models import ChildOrder, ChildStatus, Order, OrderStatus, Trade
 from pools.models import BookOrder, BookOrderStatus, Execution, PoolKind
-from settlement.models import Posting, PostingPurpose
+from settlement.models import AccountKind, LedgerEntry, Posting, PostingPurpose
 from settlement.selectors import asset_totals, cash_balance, holdings
 
 
@@ -116,6 +116,13 @@ def ledger_violations() -> list[str]:
         funded = Posting.objects.filter(customer=customer, purpose=PostingPurpose.INITIAL_FUNDING).exists()
         expected = customer.initial_funds if funded else Decimal(0)
         shares: dict[str, int] = defaultdict(int)
+        transfers = LedgerEntry.objects.filter(
+            posting__customer=customer,
+            purpose=PostingPurpose.SECURITIES_TRANSFER_IN,
+            account__kind=AccountKind.CUSTOMER_SECURITIES,
+        ).values_list("asset", "amount")
+        for symbol, amount in transfers:
+            shares[symbol] += int(amount)
         for trade in settled.filter(customer=customer).select_related("ticker"):
             notional = (trade.price * trade.quantity).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
             sign = 1 if trade.direction == "Buy" else -1
@@ -126,6 +133,8 @@ def ledger_violations() -> list[str]:
                 f"customer {customer.customer_id}: cash {cash_balance(customer_id=customer.pk)} != {expected}"
             )
         held = {symbol: int(h.quantity) for symbol, h in holdings(customer_id=customer.pk).items() if h.quantity}
+        if any(quantity < 0 for quantity in held.values()) or cash_balance(customer_id=customer.pk) < 0:
+            problems.append(f"customer {customer.customer_id}: short or overdrawn: {held}")
         if held != {symbol: quantity for symbol, quantity in shares.items() if quantity}:
             problems.append(f"customer {customer.customer_id}: holdings {held} != settled trades {dict(shares)}")
     return problems

@@ -1,4 +1,4 @@
-"""Output shapes of orders, child orders and trades (camelCase, money as decimal strings)."""
+"""Output shapes of orders, child orders, trades and halts (camelCase, money as decimal strings)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from orders.models import ChildOrder, Order, Trade
+from orders.models import ChildOrder, Halt, HaltScope, Order, Trade
 
 CENT = Decimal("0.01")
 
@@ -171,3 +171,18 @@ class OrderDetailOutputSerializer(OrderOutputSerializer):
         for trade in trades:
             trade.order = order  # already loaded; saves a query per trade
         return TradeOutputSerializer(trades, many=True).data  # type: ignore[return-value]
+
+
+class HaltOutputSerializer(serializers.ModelSerializer):
+    """One kill-switch target and its current state."""
+
+    scope = serializers.ChoiceField(choices=HaltScope.values)
+    target = serializers.CharField(allow_null=True, help_text="Pool name, ticker symbol or customerId; null for All.")
+    active = serializers.BooleanField()
+    reason = serializers.CharField()
+    changedBy = serializers.CharField(source="changed_by")
+    changedAt = TimeField(source="changed_at")
+
+    class Meta:
+        model = Halt
+        fields = ["scope", "target", "active", "reason", "changedBy", "changedAt"]

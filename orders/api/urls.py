@@ -7,4 +7,5 @@ urlpatterns = [
     path("orders/<uuid:order_id>", views.OrderDetailView.as_view(), name="order-detail"),
     path("orders/<uuid:order_id>/cancel", views.OrderCancelView.as_view(), name="order-cancel"),
     path("trades", views.TradeListView.as_view(), name="trades"),
+    path("halts", views.HaltListSetView.as_view(), name="halts"),
 ]

@@ -7,16 +7,21 @@ from typing import Any
 import django_filters
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiExample, extend_schema
-from rest_framework import generics, status
+from rest_framework import generics, permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from broker.exceptions import NotFound
+from broker.exceptions import NotFound, ValidationFailed
 from broker.selectors import customer_for_action, customer_of_user, is_staff, ticker_by_symbol
-from orders import services
-from orders.api.serializers import OrderDetailOutputSerializer, OrderOutputSerializer, TradeOutputSerializer
-from orders.models import Direction, Order, OrderStatus, Trade
+from orders import kill_switch, services
+from orders.api.serializers import (
+    HaltOutputSerializer,
+    OrderDetailOutputSerializer,
+    OrderOutputSerializer,
+    TradeOutputSerializer,
+)
+from orders.models import Direction, Halt, HaltScope, Order, OrderStatus, Trade
 from orders.validation import parse_order_request
 
 SEED_ORDER = {
@@ -130,3 +135,80 @@ class TradeListView(generics.ListAPIView):
         return visible_to(
             self.request.user, Trade.objects.select_related("order", "customer", "ticker", "pool")
         ).order_by("-id")
+
+
+class StaffOnly(permissions.BasePermission):
+    message = "Only broker staff may do this."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return is_staff(request.user)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true or false only: "yes", 1 or "false" are refused, not guessed at."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string only (DRF's CharField would turn 2 into "2")."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class HaltListSetView(generics.ListAPIView):
+    """The kill switch: list every halt, or halt / release everything, a pool, a ticker or a customer."""
+
+    permission_classes = [permissions.IsAuthenticated, StaffOnly]
+    serializer_class = HaltOutputSerializer
+
+    class InputSerializer(serializers.Serializer):
+        scope = serializers.ChoiceField(choices=HaltScope.values)
+        target = StrictCharField(allow_null=True, required=False, default=None)
+        active = StrictBooleanField()
+        reason = StrictCharField(allow_blank=True, required=False, default="", trim_whitespace=True)
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            unknown = sorted(set(self.initial_data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: [f"Unknown field. Allowed fields: {', '.join(self.fields)}."] for name in unknown}
+                )
+            return attrs
+
+    def get_queryset(self) -> QuerySet[Halt]:
+        return kill_switch.halts()
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=HaltOutputSerializer,
+        examples=[
+            OpenApiExample(
+                "Halt a ticker",
+                value={"scope": "Ticker", "target": "COIN", "active": True, "reason": "news pending"},
+                request_only=True,
+            )
+        ],
+        description="Halt (active true, reason required) or release (active false) one scope target. "
+        "Every call is recorded with who and why. Staff only.",
+    )
+    def post(self, request: Request) -> Response:
+        if not isinstance(request.data, dict):
+            raise ValidationFailed({"body": ["Expected a JSON object with scope, target, active and reason."]})
+        body = self.InputSerializer(data=request.data)
+        if not body.is_valid():
+            raise ValidationFailed(
+                {name: [str(message) for message in messages] for name, messages in body.errors.items()}
+            )
+        data = body.validated_data
+        target_id = kill_switch.halt_target_id(scope=data["scope"], target=data["target"])
+        halt = kill_switch.halt_set(
+            scope=data["scope"], target_id=target_id, active=data["active"], reason=data["reason"], actor=request.user
+        )
+        return Response(HaltOutputSerializer(halt).data)

@@ -95,6 +95,23 @@ def stack(
             log.close()
 
 
+@pytest.fixture(autouse=True)
+def quiet_after_each_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test on the real stack: let the worker finish what the test started before the
+    database is flushed for the next one (a flush under a busy worker can deadlock)."""
+    yield
+    if "stack" not in request.fixturenames:
+        return
+    wait_until_quiet()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        active = celery_app.control.inspect(timeout=0.5).active() or {}
+        reserved = celery_app.control.inspect(timeout=0.5).reserved() or {}
+        if not any(active.values()) and not any(reserved.values()):
+            return
+        time.sleep(0.1)
+
+
 def wait_until_quiet(timeout: float = 60) -> None:
     """Block until no order is New, no child has a venue attempt in flight and every due trade is settled."""
     deadline = time.monotonic() + timeout

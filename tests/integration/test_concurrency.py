@@ -14,7 +14,7 @@ from broker import services as broker_services
 from orders.models import Order, OrderStatus, Trade
 from pools import services as pool_services
 from pools.models import Execution
-from tests.conftest import make_customers, make_pools, make_ticker
+from tests.conftest import give_shares, make_customers, make_pools, make_ticker
 from tests.integration.conftest import Stack, wait_until_quiet
 from tests.invariants import all_violations
 
@@ -56,6 +56,7 @@ def test_concurrent_crossing_orders_never_overfill(stack: Stack) -> None:
     make_customers()
     ticker = make_ticker("COIN", str(REFERENCE))
     pool_services.books_ensure(ticker_id=ticker.pk)
+    give_shares("COIN", 50_000)
     tokens = [broker_services.api_token_for_customer(customer_id=f"{n + 1:06d}").key for n in range(CLIENTS)]
     statuses: Counter[int] = Counter()
     lock = threading.Lock()

@@ -16,7 +16,7 @@ from websockets.typing import Origin
 
 from broker import services as broker_services
 from pools import services as pool_services
-from tests.conftest import make_customers, make_pools, make_ticker
+from tests.conftest import give_shares, make_customers, make_pools, make_ticker
 from tests.integration.conftest import Stack, wait_until_quiet
 from tests.invariants import all_violations
 
@@ -34,6 +34,7 @@ def demo_market() -> None:
     make_customers()
     ticker = make_ticker("COIN", "256.62")
     pool_services.books_ensure(ticker_id=ticker.pk)
+    give_shares("COIN")
 
 
 async def _collect(url: str, into: list[dict[str, Any]], done: asyncio.Event, **connect: Any) -> None:

@@ -42,7 +42,7 @@ def test_t0_settlement_posts_both_legs_and_the_fee_of_every_trade(market: Market
     notional = sum((t.price * t.quantity).quantize(Decimal("0.01")) for t in trades)
     fees = sum(t.fee for t in trades)
     assert cash_balance(customer_id=customer.pk) == customer.initial_funds - notional - fees
-    assert holdings(customer_id=customer.pk)["COIN"].quantity == 2500
+    assert holdings(customer_id=customer.pk)["COIN"].quantity == 5000 + 2500  # opening position + the buy
     assert set(asset_totals().values()) == {Decimal(0)}
     assert all(trade.settlement_date is not None for trade in Trade.objects.filter(order=order))
     assert ledger_violations() == []
@@ -70,7 +70,7 @@ def test_sell_moves_shares_out_and_cash_in(market: Market) -> None:
     settle_all()
 
     # then the position and cash follow both trades exactly
-    assert holdings(customer_id=customer.pk)["COIN"].quantity == 250
+    assert holdings(customer_id=customer.pk)["COIN"].quantity == 5000 + 400 - 150
     assert ledger_violations() == []
 
 
@@ -119,6 +119,7 @@ def test_initial_funding_is_posted_once(market: Market) -> None:
 
 def test_holdings_use_average_cost_and_realize_pnl(market: Market) -> None:
     # given buys of 300 @ 100 and 100 @ 104, then a sell of 200 @ 110, posted straight to the ledger
+    # (in IBM, which the customer held none of before)
     customer = market["customers"]["000005"]
     pool = market["pools"]["EDGA"]
     for ref, (direction, quantity, price) in enumerate(
@@ -126,13 +127,13 @@ def test_holdings_use_average_cost_and_realize_pnl(market: Market) -> None:
     ):
         settlement_services.trade_post(
             trade=settlement_services.TradeToSettle(
-                trade_ref=ref, customer_id=customer.pk, pool_id=pool.pk, symbol="COIN",
+                trade_ref=ref, customer_id=customer.pk, pool_id=pool.pk, symbol="IBM",
                 direction=direction, quantity=quantity, price=Decimal(price), fee=Decimal("0.10"),
             )
         )  # fmt: skip
 
     # then 200 shares remain at the average cost of 101, and (110 - 101) x 200 was realized
-    position = holdings(customer_id=customer.pk)["COIN"]
+    position = holdings(customer_id=customer.pk)["IBM"]
     assert position.quantity == 200
     assert position.average_cost == Decimal("101.0000")
     assert position.realized_pnl == Decimal("1800.00")

@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from broker import services as broker_services
+from broker.models import Customer
 from pools import services as pool_services
 from pools.models import PoolKind
 from settlement import services as settlement_services
@@ -35,6 +36,8 @@ POOLS = [
     ("UBSA", "UBS ATS (dark)", PoolKind.DARK, "0.0010", "0.0010"),
     ("MSPL", "MS Pool (dark)", PoolKind.DARK, "0.0012", "0.0012"),
 ]
+
+OPENING_POSITION = 1000  # shares of every ticker each demo customer starts with
 
 ETF_NAMES = {"SPY": ("SPDR S&P 500 ETF Trust", "NYSEARCA")}
 
@@ -72,6 +75,17 @@ class Command(BaseCommand):
             )
         for ticker in tickers:
             pool_services.books_ensure(ticker_id=ticker.pk)
+        # Opening positions, so every demo customer can sell as well as buy from the start.
+        for customer_id, _, _ in CUSTOMERS:
+            customer = Customer.objects.get(customer_id=customer_id)
+            for ticker in tickers:
+                settlement_services.customer_transfer_in(
+                    customer=customer,
+                    symbol=ticker.symbol,
+                    quantity=OPENING_POSITION,
+                    unit_cost=ticker.reference_price or Decimal(0),
+                    reference=f"opening:{customer_id}:{ticker.symbol}",
+                )
         username = os.environ.get("BROKER_ADMIN_USERNAME", "admin")
         _, generated = broker_services.staff_superuser_ensure(
             username=username, password=os.environ.get("BROKER_ADMIN_PASSWORD")

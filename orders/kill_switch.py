@@ -1,0 +1,161 @@
+"""The kill switch: halt everything, a pool, a ticker or a customer, and ask whether an order is halted.
+
+`halt_set` is the only writer of `Halt` and `HaltEvent` (the admin and the staff API call it).
+`halt_reason` is read on every order placement and every match, so it is one small query.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from broker.exceptions import ApplicationError
+from broker.models import Customer, Ticker
+from orders.models import HALT_TARGET_FIELDS, Halt, HaltEvent, HaltScope, Order
+from pools.models import Pool
+
+logger = logging.getLogger(__name__)
+
+Actor = AbstractBaseUser | AnonymousUser | str | None
+
+# Broadest first: when several active halts cover an order, the reason names the broadest.
+SCOPE_PRECEDENCE = [HaltScope.ALL, HaltScope.POOL, HaltScope.TICKER, HaltScope.CUSTOMER]
+# A reason ends up in Order.reject_reason, so it must fit there.
+REASON_MAX_LENGTH = Order._meta.get_field("reject_reason").max_length or 200
+
+_TARGET_MODELS: dict[str, type[Pool] | type[Ticker] | type[Customer]] = {
+    HaltScope.POOL: Pool,
+    HaltScope.TICKER: Ticker,
+    HaltScope.CUSTOMER: Customer,
+}
+
+
+def _actor_name(actor: Actor) -> str:
+    if isinstance(actor, str):
+        return actor
+    if actor is None or not actor.is_authenticated:
+        return "system"
+    return actor.get_username()
+
+
+# --- writes ------------------------------------------------------------------------------------------
+
+
+def halt_validate(*, scope: str, target_id: int | None, active: bool, reason: str) -> None:
+    """Refuse a toggle the kill switch cannot take, naming the field (`scope`, `target`, `reason`).
+
+    `halt_set` calls it first; the admin form calls it too, to show the same errors next to its fields.
+    """
+    if scope not in HaltScope.values:
+        raise ApplicationError(f"Unknown scope {scope!r}; use All, Pool, Ticker or Customer.", field="scope")
+    target_model = _TARGET_MODELS.get(scope)
+    if target_model is None and target_id is not None:
+        raise ApplicationError("A halt of everything has no target; leave it null.", field="target")
+    if target_model is not None:
+        if target_id is None:
+            raise ApplicationError(f"A {scope} halt needs a target.", field="target")
+        if not target_model.objects.filter(pk=target_id).exists():
+            raise ApplicationError(f"Unknown {scope.lower()} {target_id}.", field="target")
+    if active and not reason.strip():
+        raise ApplicationError("Say why trading is halted.", field="reason")
+
+
+@transaction.atomic
+def halt_set(*, scope: str, target_id: int | None, active: bool, reason: str, actor: Actor) -> Halt:
+    """Halt (`active=True`) or release one scope target, and record who, when and why.
+
+    The target's `Halt` row is created on first use and then locked (SELECT FOR UPDATE), so concurrent
+    toggles of one target serialize. Asking for the state it already has is a no-op on the row, but the
+    request is still recorded as a `HaltEvent` with its reason.
+    """
+    reason = reason.strip()
+    halt_validate(scope=scope, target_id=target_id, active=active, reason=reason)
+    target: dict[str, int | None] = {f"{field_name}_id": None for field_name in HALT_TARGET_FIELDS.values()}
+    if scope in HALT_TARGET_FIELDS:
+        target[f"{HALT_TARGET_FIELDS[scope]}_id"] = target_id
+    actor_name = _actor_name(actor)
+    # INSERT ... ON CONFLICT DO NOTHING, then lock: a concurrent first toggle cannot fail on the unique key.
+    Halt.objects.bulk_create([Halt(scope=scope, **target, changed_by=actor_name)], ignore_conflicts=True)
+    halt = (
+        Halt.objects.select_for_update(of=("self",))
+        .select_related("pool", "ticker", "customer")
+        .get(scope=scope, **target)
+    )
+    if halt.active != active:
+        halt.active = active
+        halt.reason = reason
+        halt.changed_by = actor_name
+        halt.changed_at = timezone.now()
+        halt.save(update_fields=["active", "reason", "changed_by", "changed_at"])
+        logger.warning("kill switch: %s by %s: %s", halt, actor_name, reason)
+    HaltEvent.objects.create(halt=halt, active=active, reason=reason, actor=actor_name)
+    return halt
+
+
+# --- reads -------------------------------------------------------------------------------------------
+
+
+def halts() -> QuerySet[Halt]:
+    """Every configured halt, active or released, with its target loaded."""
+    return Halt.objects.select_related("pool", "ticker", "customer").order_by("scope", "id")
+
+
+def halt_target_id(*, scope: str, target: str | None) -> int | None:
+    """The primary key of a target as clients name it (pool name, ticker symbol, customerId)."""
+    if scope not in HaltScope.values:
+        raise ApplicationError(f"Unknown scope {scope!r}; use All, Pool, Ticker or Customer.", field="scope")
+    if scope == HaltScope.ALL:
+        if target is not None:
+            raise ApplicationError("A halt of everything has no target; leave it null.", field="target")
+        return None
+    if target is None or not target.strip():
+        raise ApplicationError(f"A {scope} halt needs a target.", field="target")
+    target = target.strip()
+    lookups: dict[str, QuerySet[Pool] | QuerySet[Ticker] | QuerySet[Customer]] = {
+        HaltScope.POOL: Pool.objects.filter(name=target),
+        HaltScope.TICKER: Ticker.objects.filter(symbol=target),
+        HaltScope.CUSTOMER: Customer.objects.filter(customer_id=target),
+    }
+    primary_key = lookups[scope].values_list("pk", flat=True).first()
+    if primary_key is None:
+        raise ApplicationError(f"Unknown {scope.lower()} {target!r}.", field="target")
+    return primary_key
+
+
+def _describe(halt: Halt) -> str:
+    if halt.scope == HaltScope.ALL:
+        text = f"all trading halted: {halt.reason}"
+    elif halt.scope == HaltScope.POOL:
+        text = f"trading halted on pool {halt.target}: {halt.reason}"
+    else:
+        text = f"trading halted for {halt.scope.lower()} {halt.target}: {halt.reason}"
+    return text if len(text) <= REASON_MAX_LENGTH else text[: REASON_MAX_LENGTH - 1] + "…"
+
+
+def halt_reason(*, customer_id: int, ticker_id: int, pool_id: int | None = None) -> str | None:
+    """Why an order of this customer in this ticker (at this pool, if given) must not trade; None if free.
+
+    Ids are primary keys. One query: active halts of everything, the customer, the ticker and the pool.
+    """
+    covering = (
+        Q(scope=HaltScope.ALL)
+        | Q(scope=HaltScope.CUSTOMER, customer_id=customer_id)
+        | Q(scope=HaltScope.TICKER, ticker_id=ticker_id)
+    )
+    if pool_id is not None:
+        covering |= Q(scope=HaltScope.POOL, pool_id=pool_id)
+    active = list(Halt.objects.filter(covering, active=True).select_related("pool", "ticker", "customer"))
+    if not active:
+        return None
+    return _describe(min(active, key=lambda halt: (SCOPE_PRECEDENCE.index(HaltScope(halt.scope)), halt.pk)))
+
+
+def halted_pool_ids() -> set[int]:
+    """Pools with an active Pool halt. A halt of everything is not listed here: `halt_reason` reports it."""
+    return set(
+        Halt.objects.filter(scope=HaltScope.POOL, active=True, pool__isnull=False).values_list("pool_id", flat=True)
+    )
