@@ -186,3 +186,26 @@ class HaltOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Halt
         fields = ["scope", "target", "active", "reason", "changedBy", "changedAt"]
+
+
+class CustomerOutputSerializer(serializers.Serializer):
+    customerId = serializers.CharField(source="customer_id")
+    name = serializers.CharField()
+    remainingFund = serializers.DecimalField(source="remaining_fund", max_digits=24, decimal_places=2)
+    settledCash = serializers.DecimalField(source="settled_cash", max_digits=24, decimal_places=2)
+    unsettledCash = serializers.DecimalField(source="unsettled_cash", max_digits=24, decimal_places=2)
+    reservedCash = serializers.DecimalField(source="reserved_cash", max_digits=24, decimal_places=2)
+    totalCommissionPaid = serializers.DecimalField(source="total_commission_paid", max_digits=24, decimal_places=2)
+    nrTrades = serializers.IntegerField(source="nr_trades")
+    totalAmountInvested = serializers.DecimalField(source="total_amount_invested", max_digits=24, decimal_places=2)
+    updated = TimeField()
+
+
+class HoldingOutputSerializer(serializers.Serializer):
+    ticker = serializers.CharField()
+    quantity = serializers.IntegerField()
+    averageCost = PriceField(source="average_cost")
+    marketPrice = PriceField(source="market_price")
+    marketValue = serializers.DecimalField(source="market_value", max_digits=24, decimal_places=2, allow_null=True)
+    unrealizedPnl = serializers.DecimalField(source="unrealized_pnl", max_digits=24, decimal_places=2, allow_null=True)
+    realizedPnl = serializers.DecimalField(source="realized_pnl", max_digits=24, decimal_places=2)

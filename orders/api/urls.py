@@ -7,5 +7,7 @@ urlpatterns = [
     path("orders/<uuid:order_id>", views.OrderDetailView.as_view(), name="order-detail"),
     path("orders/<uuid:order_id>/cancel", views.OrderCancelView.as_view(), name="order-cancel"),
     path("trades", views.TradeListView.as_view(), name="trades"),
+    path("customers/<str:customer_id>", views.CustomerDetailView.as_view(), name="customer-detail"),
+    path("customers/<str:customer_id>/holdings", views.CustomerHoldingsView.as_view(), name="customer-holdings"),
     path("halts", views.HaltListSetView.as_view(), name="halts"),
 ]

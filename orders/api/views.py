@@ -13,10 +13,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from broker.exceptions import NotFound, ValidationFailed
+from broker.models import Customer
 from broker.selectors import customer_for_action, customer_of_user, is_staff, ticker_by_symbol
-from orders import kill_switch, services
+from orders import kill_switch, selectors, services
 from orders.api.serializers import (
+    CustomerOutputSerializer,
     HaltOutputSerializer,
+    HoldingOutputSerializer,
     OrderDetailOutputSerializer,
     OrderOutputSerializer,
     TradeOutputSerializer,
@@ -212,3 +215,28 @@ class HaltListSetView(generics.ListAPIView):
             scope=data["scope"], target_id=target_id, active=data["active"], reason=data["reason"], actor=request.user
         )
         return Response(HaltOutputSerializer(halt).data)
+
+
+def _visible_customer(request: Request, customer_id: str) -> Customer:
+    """Staff may look at any customer (404 if unknown); a client only at its own (403 otherwise)."""
+    if is_staff(request.user):
+        customer = Customer.objects.filter(customer_id=customer_id).first()
+        if customer is None:
+            raise NotFound(f"No customer {customer_id}.")
+        return customer
+    return customer_for_action(user=request.user, customer_id=customer_id)
+
+
+class CustomerDetailView(APIView):
+    @extend_schema(responses=CustomerOutputSerializer)
+    def get(self, request: Request, customer_id: str) -> Response:
+        customer = _visible_customer(request, customer_id)
+        return Response(CustomerOutputSerializer(selectors.customer_summary(customer=customer)).data)
+
+
+class CustomerHoldingsView(APIView):
+    @extend_schema(responses=HoldingOutputSerializer(many=True))
+    def get(self, request: Request, customer_id: str) -> Response:
+        customer = _visible_customer(request, customer_id)
+        rows = selectors.customer_holdings(customer=customer)
+        return Response({"customerId": customer.customer_id, "holdings": HoldingOutputSerializer(rows, many=True).data})
