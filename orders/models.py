@@ -219,6 +219,9 @@ class Trade(models.Model):
     trade_date = models.DateTimeField(db_index=True)
     settles_on = models.DateField(null=True, blank=True, help_text="Due date under the settlement cycle.")
     settlement_date = models.DateTimeField(null=True, blank=True, help_text="When it was posted to the ledger.")
+    # Corrections: each amend bumps the version (the ledger posts per version); a bust ends the trade.
+    version = models.PositiveIntegerField(default=1)
+    busted = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-id"]
@@ -352,3 +355,25 @@ class HaltEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.halt}: {'halt' if self.active else 'release'} by {self.actor or 'system'}"
+
+
+class TradeVersion(models.Model):
+    """A trade as it was before a correction: append-only history with who, when and why."""
+
+    trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="versions")
+    version = models.PositiveIntegerField()
+    quantity = models.PositiveIntegerField()
+    price = models.DecimalField(max_digits=18, decimal_places=4)
+    fee = models.DecimalField(max_digits=18, decimal_places=2)
+    settled = models.BooleanField()
+    change = models.CharField(max_length=10, help_text="What replaced this version: Amend or Bust.")
+    reason = models.CharField(max_length=200)
+    changed_by = models.CharField(max_length=150)
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["trade_id", "version"]
+        constraints = [models.UniqueConstraint(fields=["trade", "version"], name="trade_version_unique")]
+
+    def __str__(self) -> str:
+        return f"trade {self.trade_id} v{self.version}"

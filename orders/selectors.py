@@ -37,7 +37,7 @@ def settlement_pending() -> bool:
     """True while a trade that is due has not been posted to the ledger yet."""
     from settlement.services import settlement_today
 
-    return Trade.objects.filter(settlement_date__isnull=True, settles_on__lte=settlement_today()).exists()
+    return Trade.objects.filter(settlement_date__isnull=True, busted=False, settles_on__lte=settlement_today()).exists()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ def customer_summary(*, customer: Customer) -> CustomerSummary:
     """
     settled = settlement_selectors.cash_balance(customer_id=customer.pk)
     available = settlement_services.available(customer_id=customer.pk, asset=CASH_ASSET)
-    trades = Trade.objects.filter(customer=customer)
+    trades = Trade.objects.filter(customer=customer, busted=False)
     unsettled = Decimal(0)
     for direction, quantity, price, fee in trades.filter(settlement_date__isnull=True).values_list(
         "direction", "quantity", "price", "fee"

@@ -20,10 +20,10 @@ from typing import Any, cast
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from django.utils import timezone
 
-from broker.exceptions import Conflict
+from broker.exceptions import ApplicationError, Conflict, NotFound
 from broker.models import Customer, Ticker
 from orders import kill_switch, routing
 from orders.models import (
@@ -39,6 +39,7 @@ from orders.models import (
     OrderType,
     TimeInForce,
     Trade,
+    TradeVersion,
 )
 from orders.validation import OrderRequest
 from pools import selectors as pool_selectors
@@ -50,6 +51,11 @@ from settlement import services as settlement_services
 logger = logging.getLogger(__name__)
 
 Actor = AbstractBaseUser | AnonymousUser | None
+
+
+# Only a trade correction may take a finished order back from Filled (a bust or a lower quantity).
+ORDER_CORRECTIONS: dict[str, frozenset[str]] = {OrderStatus.FILLED: frozenset({OrderStatus.CANCELLED})}
+CHILD_CORRECTIONS: dict[str, frozenset[str]] = {ChildStatus.FILLED: frozenset({ChildStatus.CANCELLED})}
 
 
 class TransitionRefused(Exception):
@@ -117,11 +123,19 @@ def _actor_name(actor: Actor | str) -> str:
     return actor.get_username()
 
 
-def _transition(order: Order, to: str, *, actor: Actor | str, events: list[OrderEvent], **detail: Any) -> bool:
+def _transition(
+    order: Order,
+    to: str,
+    *,
+    actor: Actor | str,
+    events: list[OrderEvent],
+    table: dict[str, frozenset[str]] = ORDER_TRANSITIONS,
+    **detail: Any,
+) -> bool:
     """Move the (locked) order to `to`; append the event. Same status again is a no-op (returns False)."""
     if order.status == to:
         return False
-    if to not in ORDER_TRANSITIONS[order.status]:
+    if to not in table.get(order.status, frozenset()):
         raise TransitionRefused(f"order {order.order_id}: {order.status} -> {to} is not allowed")
     events.append(
         OrderEvent(
@@ -133,11 +147,17 @@ def _transition(order: Order, to: str, *, actor: Actor | str, events: list[Order
 
 
 def _child_transition(
-    child: ChildOrder, to: str, *, actor: Actor | str, events: list[OrderEvent], **detail: Any
+    child: ChildOrder,
+    to: str,
+    *,
+    actor: Actor | str,
+    events: list[OrderEvent],
+    table: dict[str, frozenset[str]] = CHILD_TRANSITIONS,
+    **detail: Any,
 ) -> bool:
     if child.status == to:
         return False
-    if to not in CHILD_TRANSITIONS[child.status]:
+    if to not in table.get(child.status, frozenset()):
         raise TransitionRefused(f"child {child.pk}: {child.status} -> {to} is not allowed")
     events.append(
         OrderEvent(
@@ -813,7 +833,7 @@ def trade_settle(*, trade_id: int, today: date | None = None) -> Trade | None:
             .filter(pk=trade_id)
             .first()
         )
-        if trade is None or trade.settlement_date is not None:
+        if trade is None or trade.settlement_date is not None or trade.busted:
             return trade
         due = trade.settles_on or settlement_services.settlement_due_on(traded_at=trade.trade_date)
         if due > (today or settlement_services.settlement_today()):
@@ -828,6 +848,7 @@ def trade_settle(*, trade_id: int, today: date | None = None) -> Trade | None:
                 quantity=trade.quantity,
                 price=trade.price,
                 fee=trade.fee,
+                version=trade.version,
             )
         )
         settlement_services.reservation_settle(order_ref=trade.order_id, cost=_trade_cost(trade))
@@ -858,11 +879,175 @@ def trades_settle_due(*, today: date | None = None, batch: int = 1000) -> int:
     """The scheduled settlement run: every unsettled trade due on or before today."""
     today = today or settlement_services.settlement_today()
     due = list(
-        Trade.objects.filter(settlement_date__isnull=True, settles_on__lte=today)
+        Trade.objects.filter(settlement_date__isnull=True, busted=False, settles_on__lte=today)
         .order_by("pk")
         .values_list("pk", flat=True)[:batch]
     )
     return trades_settle(trade_ids=due, today=today)
+
+
+# --- trade corrections ------------------------------------------------------------------------------
+
+
+def _trade_snapshot_change(trade: Trade, *, change: str, reason: str, actor: Actor | str) -> TradeVersion:
+    return TradeVersion(
+        trade=trade,
+        version=trade.version,
+        quantity=trade.quantity,
+        price=trade.price,
+        fee=trade.fee,
+        settled=trade.settlement_date is not None,
+        change=change,
+        reason=reason,
+        changed_by=_actor_name(actor),
+    )
+
+
+def trade_correct(
+    *,
+    trade_id: int,
+    reason: str,
+    actor: Actor | str,
+    price: Decimal | None = None,
+    quantity: int | None = None,
+    bust: bool = False,
+) -> Trade:
+    """Amend (price, or quantity down) or bust a trade, as agreed with the venue.
+
+    The correction applies to the venue execution and to every broker trade it made (both customers
+    when two met). Each trade keeps its previous version; a settled trade gets a reversal of the old
+    version and a posting of the new one, an unsettled one just changes what its order has pending;
+    children and parents are recounted from their remaining trades. Only for finished orders.
+    Locks: parent orders, then children, then the trades (by id).
+    """
+    if not reason.strip():
+        raise ApplicationError("A correction needs a reason.", field="reason")
+    if not bust and price is None and quantity is None:
+        raise ApplicationError("Give a new price or quantity, or bust the trade.", field="price")
+    target = Trade.objects.select_related("execution").filter(pk=trade_id).first()
+    if target is None:
+        raise NotFound("No such trade.")
+    with transaction.atomic():
+        trades = list(Trade.objects.filter(execution_id=target.execution_id).order_by("pk"))
+        parents = {
+            order.pk: order
+            for order in Order.objects.select_for_update(of=("self",))
+            .select_related("customer", "ticker")
+            .filter(pk__in={trade.order_id for trade in trades})
+            .order_by("pk")
+        }
+        working = [order for order in parents.values() if not order.is_final]
+        if working:
+            raise Conflict(f"Order {working[0].order_id} is still working; correct its trades once it is done.")
+        children = {
+            child.pk: child
+            for child in ChildOrder.objects.select_for_update(of=("self",))
+            .filter(pk__in={trade.child_id for trade in trades})
+            .order_by("pk")
+        }
+        trades = list(
+            Trade.objects.select_for_update(of=("self",))
+            .select_related("pool", "ticker", "customer")
+            .filter(pk__in=[trade.pk for trade in trades])
+            .order_by("pk")
+        )
+        current = next(trade for trade in trades if trade.pk == trade_id)
+        if current.busted:
+            raise Conflict("The trade is busted; nothing left to correct.", field="tradeId")
+        new_quantity = current.quantity if quantity is None else quantity
+        new_price = current.price if price is None else price
+        if not bust and not 1 <= new_quantity <= current.quantity:
+            raise ApplicationError(
+                f"A correction may lower the quantity (1 to {current.quantity}) or bust the trade.", field="quantity"
+            )
+        execution = pool_services.execution_correct(
+            execution_id=current.execution_id, price=new_price, quantity=new_quantity, bust=bust, reason=reason
+        )
+        versions, events = [], []
+        for trade in trades:
+            versions.append(
+                _trade_snapshot_change(trade, change="Bust" if bust else "Amend", reason=reason, actor=actor)
+            )
+            old_cost, was_settled, old_version = _trade_cost(trade), trade.settlement_date is not None, trade.version
+            if bust:
+                trade.busted = True
+            else:
+                trade.quantity, trade.price = new_quantity, new_price
+                trade.fee = execution.taker_fee if trade.liquidity == LiquidityRole.TAKER else execution.maker_fee
+                trade.version += 1
+            trade.save(update_fields=["quantity", "price", "fee", "version", "busted"])
+            if was_settled:
+                settlement_services.trade_reverse(trade_ref=trade.pk, version=old_version)
+                if not bust:
+                    settlement_services.trade_post(trade=_to_settle(trade))
+            else:
+                new_cost = Decimal(0) if bust else _trade_cost(trade)
+                settlement_services.reservation_adjust(order_ref=trade.order_id, pending_change=new_cost - old_cost)
+            events.append(
+                OrderEvent(
+                    order=parents[trade.order_id],
+                    child_id=trade.child_id,
+                    kind="busted" if bust else "amended",
+                    actor=_actor_name(actor),
+                    detail={
+                        "tradeId": str(trade.trade_id),
+                        "reason": reason,
+                        "version": trade.version,
+                        "quantity": trade.quantity,
+                        "price": str(trade.price),
+                    },
+                )
+            )
+        TradeVersion.objects.bulk_create(versions)
+        _recount_after_correction(parents=parents, children=children, events=events, actor=actor)
+        OrderEvent.objects.bulk_create(events)
+        _Effects(orders=parents).on_commit()
+    return current
+
+
+def _to_settle(trade: Trade) -> settlement_services.TradeToSettle:
+    return settlement_services.TradeToSettle(
+        trade_ref=trade.pk,
+        customer_id=trade.customer_id,
+        pool_id=trade.pool_id,
+        symbol=trade.ticker.symbol,
+        direction=trade.direction,
+        quantity=trade.quantity,
+        price=trade.price,
+        fee=trade.fee,
+        version=trade.version,
+    )
+
+
+def _recount_after_correction(
+    *, parents: dict[int, Order], children: dict[int, ChildOrder], events: list[OrderEvent], actor: Actor | str
+) -> None:
+    """Fill totals from the remaining (not busted) trades; a Filled order or child that no longer is
+    full ends Cancelled: it is finished and its remainder will never trade."""
+    child_filled = dict(
+        Trade.objects.filter(child_id__in=children, busted=False)
+        .values("child_id")
+        .annotate(total=Sum("quantity"))
+        .values_list("child_id", "total")
+    )
+    now = timezone.now()
+    for child in children.values():
+        child.filled_quantity = child_filled.get(child.pk, 0)
+        if child.status == ChildStatus.FILLED and child.remaining:
+            _child_transition(child, ChildStatus.CANCELLED, actor=actor, events=events, table=CHILD_CORRECTIONS)
+        child.updated_at = now
+    ChildOrder.objects.bulk_update(children.values(), ["filled_quantity", "status", "updated_at"])
+    for order in parents.values():
+        totals = Trade.objects.filter(order=order, busted=False).aggregate(
+            total_quantity=Sum("quantity"), total_notional=Sum(F("price") * F("quantity")), total_fees=Sum("fee")
+        )
+        order.filled_quantity = totals["total_quantity"] or 0
+        order.filled_notional = totals["total_notional"] or Decimal(0)
+        order.fees = totals["total_fees"] or Decimal(0)
+        if order.status == OrderStatus.FILLED and order.filled_quantity < order.quantity:
+            _transition(order, OrderStatus.CANCELLED, actor=actor, events=events, table=ORDER_CORRECTIONS)
+        order.updated_at = now
+    Order.objects.bulk_update(parents.values(), ["filled_quantity", "filled_notional", "fees", "status", "updated_at"])
 
 
 # --- recovery ----------------------------------------------------------------------------------------

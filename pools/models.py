@@ -142,6 +142,8 @@ class Execution(models.Model):
     maker_fee = models.DecimalField(max_digits=18, decimal_places=2)
     taker_fee = models.DecimalField(max_digits=18, decimal_places=2)
     executed_at = models.DateTimeField()
+    # Corrections agreed with the venue change these; each change is kept in ExecutionCorrection.
+    busted = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["id"]
@@ -152,3 +154,22 @@ class Execution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pool.name} {self.ticker.symbol} {self.quantity} @ {self.price}"
+
+
+class ExecutionCorrection(models.Model):
+    """The venue's record of a corrected or busted execution: the values before the change."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.PROTECT, related_name="corrections")
+    previous_price = models.DecimalField(max_digits=18, decimal_places=4)
+    previous_quantity = models.PositiveIntegerField()
+    previous_maker_fee = models.DecimalField(max_digits=18, decimal_places=2)
+    previous_taker_fee = models.DecimalField(max_digits=18, decimal_places=2)
+    busted = models.BooleanField(default=False)
+    reason = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"correction of execution {self.execution_id}"

@@ -23,6 +23,7 @@ from pools.models import (
     BookOrderOwner,
     BookOrderStatus,
     Execution,
+    ExecutionCorrection,
     Pool,
     PoolKind,
 )
@@ -294,3 +295,29 @@ def pool_seed(*, name: str, kind: str, maker_fee: Decimal, taker_fee: Decimal, d
         defaults={"kind": kind, "maker_fee": maker_fee, "taker_fee": taker_fee, "description": description},
     )
     return pool
+
+
+def execution_correct(*, execution_id: int, price: Decimal, quantity: int, bust: bool, reason: str) -> Execution:
+    """Apply a correction agreed with the venue: keep the old values, recompute fees, or bust it.
+
+    Caller holds the locks of the orders whose trades this execution made.
+    """
+    execution = Execution.objects.select_for_update().select_related("pool").get(pk=execution_id)
+    ExecutionCorrection.objects.create(
+        execution=execution,
+        previous_price=execution.price,
+        previous_quantity=execution.quantity,
+        previous_maker_fee=execution.maker_fee,
+        previous_taker_fee=execution.taker_fee,
+        busted=bust,
+        reason=reason,
+    )
+    if bust:
+        execution.busted = True
+    else:
+        execution.price = price
+        execution.quantity = quantity
+        execution.maker_fee = fee_amount(per_share=execution.pool.maker_fee, quantity=quantity)
+        execution.taker_fee = fee_amount(per_share=execution.pool.taker_fee, quantity=quantity)
+    execution.save(update_fields=["price", "quantity", "maker_fee", "taker_fee", "busted"])
+    return execution

@@ -62,6 +62,7 @@ class PostingPurpose(models.TextChoices):
     INITIAL_FUNDING = "InitialFunding", "Initial funding"
     SECURITIES_TRANSFER_IN = "TransferIn", "Securities transferred in"
     TRADE_SETTLEMENT = "TradeSettlement", "Trade settlement"
+    TRADE_REVERSAL = "TradeReversal", "Reversal of a corrected or busted trade"
 
 
 class Posting(models.Model):

@@ -49,14 +49,19 @@ def holdings(*, customer_id: int) -> dict[str, Holding]:
     entries = (
         LedgerEntry.objects.filter(
             account__customer_id=customer_id,
-            purpose__in=(PostingPurpose.TRADE_SETTLEMENT, PostingPurpose.SECURITIES_TRANSFER_IN),
+            purpose__in=(
+                PostingPurpose.TRADE_SETTLEMENT,
+                PostingPurpose.SECURITIES_TRANSFER_IN,
+                PostingPurpose.TRADE_REVERSAL,
+            ),
             leg__in=(Leg.CASH, Leg.SECURITIES, Leg.FUNDING),
         )
         .order_by("posting_id", "id")
-        .values_list("posting_id", "leg", "asset", "amount", "posting__unit_cost")
+        .values_list("posting_id", "leg", "asset", "amount", "posting__unit_cost", "purpose")
     )
     per_posting: dict[int, dict[str, object]] = defaultdict(dict)
-    for posting_id, leg, asset, amount, unit_cost in entries:
+    for posting_id, leg, asset, amount, unit_cost, purpose in entries:
+        per_posting[posting_id]["reversal"] = purpose == PostingPurpose.TRADE_REVERSAL
         if asset != CASH_ASSET:
             per_posting[posting_id].update(symbol=asset, shares=amount)
             if unit_cost is not None:  # a transfer in: its cost basis is recorded on the posting
@@ -69,7 +74,17 @@ def holdings(*, customer_id: int) -> dict[str, Holding]:
         symbol, shares, cash = str(legs["symbol"]), Decimal(str(legs["shares"])), Decimal(str(legs["cash"]))
         holding = positions.setdefault(symbol, Holding(symbol=symbol))
         price = -cash / shares
-        if shares > 0:
+        if legs["reversal"] and shares < 0:
+            # Undoing a buy takes that lot out at its own price: no P&L is realized by a correction.
+            holding.cost += -cash
+            holding.quantity += shares
+        elif legs["reversal"]:
+            # Undoing a sell puts the shares back at today's average cost and takes back its P&L.
+            average = holding.cost / holding.quantity if holding.quantity else price
+            holding.realized_pnl -= (price - average) * shares
+            holding.cost += average * shares
+            holding.quantity += shares
+        elif shares > 0:
             holding.cost += -cash
             holding.quantity += shares
         else:

@@ -323,3 +323,40 @@ def reservation_settle(*, order_ref: int, cost: Decimal) -> None:
     from settlement.models import Reservation
 
     Reservation.objects.filter(order_ref=order_ref).update(pending=F("pending") - cost)
+
+
+def trade_reverse(*, trade_ref: int, version: int) -> Posting | None:
+    """Post the exact negation of a trade version's settlement posting (a correction or bust).
+
+    Idempotent: the reversal of a version can be posted once. Returns None if there was nothing posted
+    for that version or it is already reversed.
+    """
+    original = Posting.objects.filter(
+        trade_ref=trade_ref, trade_version=version, purpose=PostingPurpose.TRADE_SETTLEMENT
+    ).first()
+    if original is None:
+        return None
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                reversal = Posting.objects.create(
+                    purpose=PostingPurpose.TRADE_REVERSAL,
+                    customer_id=original.customer_id,
+                    trade_ref=trade_ref,
+                    trade_version=version,
+                    description=f"reversal of {original.description}",
+                )
+        except IntegrityError:
+            return None
+        lines = [(entry.account, entry.leg, -entry.amount) for entry in original.entries.select_related("account")]
+        _post(posting=reversal, lines=lines)
+        return reversal
+
+
+def reservation_adjust(*, order_ref: int, pending_change: Decimal) -> None:
+    """A correction changed the cost of a fill that has not settled yet. Caller holds the order's lock."""
+    from django.db.models import F
+
+    from settlement.models import Reservation
+
+    Reservation.objects.filter(order_ref=order_ref).update(pending=F("pending") + pending_change)

@@ -20,7 +20,12 @@ from settlement.selectors import asset_totals, cash_balance, holdings
 def order_violations() -> list[str]:
     """No over-fill, and every status agrees with the filled quantity (parents and children)."""
     problems = []
-    traded = dict(Trade.objects.values("order_id").annotate(total=Sum("quantity")).values_list("order_id", "total"))
+    traded = dict(
+        Trade.objects.filter(busted=False)
+        .values("order_id")
+        .annotate(total=Sum("quantity"))
+        .values_list("order_id", "total")
+    )
     for order in Order.objects.all():
         total = traded.get(order.pk, 0)
         if total != order.filled_quantity:
@@ -35,7 +40,10 @@ def order_violations() -> list[str]:
         if order.status in (OrderStatus.NEW, OrderStatus.ROUTED, OrderStatus.REJECTED) and order.filled_quantity:
             problems.append(f"order {order.pk}: {order.status} but {order.filled_quantity} filled")
     child_traded = dict(
-        Trade.objects.values("child_id").annotate(total=Sum("quantity")).values_list("child_id", "total")
+        Trade.objects.filter(busted=False)
+        .values("child_id")
+        .annotate(total=Sum("quantity"))
+        .values_list("child_id", "total")
     )
     for child in ChildOrder.objects.all():
         total = child_traded.get(child.pk, 0)
@@ -50,7 +58,7 @@ def execution_violations() -> list[str]:
     """Every trade has its venue execution, and the venue's view of each child equals the broker's."""
     problems = []
     trades_per_execution: Counter[int] = Counter()
-    for trade in Trade.objects.select_related("execution__maker", "execution__taker"):
+    for trade in Trade.objects.filter(busted=False).select_related("execution__maker", "execution__taker"):
         execution = trade.execution
         trades_per_execution[execution.pk] += 1
         if (execution.pool_id, execution.price, execution.quantity) != (trade.pool_id, trade.price, trade.quantity):
@@ -58,7 +66,7 @@ def execution_violations() -> list[str]:
         if trade.child_id not in (execution.maker.client_ref, execution.taker.client_ref):
             problems.append(f"trade {trade.pk}: its child is not a side of execution {execution.pk}")
     venue_filled: dict[int, int] = defaultdict(int)
-    for execution in Execution.objects.select_related("maker", "taker"):
+    for execution in Execution.objects.filter(busted=False).select_related("maker", "taker"):
         client_sides = [side.client_ref for side in (execution.maker, execution.taker) if side.client_ref]
         for child_id in client_sides:
             venue_filled[child_id] += execution.quantity
@@ -100,16 +108,23 @@ def ledger_violations() -> list[str]:
     """Double entry sums to zero per asset; each settled trade is posted exactly once; every customer's
     cash is initial funds minus buys plus sells minus fees; holdings equal the settled trades."""
     problems = [f"ledger: asset {asset} sums to {total}" for asset, total in asset_totals().items() if total != 0]
-    settled = Trade.objects.filter(settlement_date__isnull=False)
+    settled = Trade.objects.filter(settlement_date__isnull=False, busted=False)
     posted: Counter[int] = Counter(
         ref
         for ref in Posting.objects.filter(purpose=PostingPurpose.TRADE_SETTLEMENT).values_list("trade_ref", flat=True)
         if ref is not None
     )
+    reversed_: Counter[int] = Counter(
+        ref
+        for ref in Posting.objects.filter(purpose=PostingPurpose.TRADE_REVERSAL).values_list("trade_ref", flat=True)
+        if ref is not None
+    )
     for trade_id in settled.values_list("pk", flat=True):
-        if posted[trade_id] != 1:
-            problems.append(f"trade {trade_id}: settled but posted {posted[trade_id]} times")
-    unsettled_posted = set(posted) - set(settled.values_list("pk", flat=True))
+        if posted[trade_id] - reversed_[trade_id] != 1:
+            problems.append(f"trade {trade_id}: settled but posted {posted[trade_id]}, reversed {reversed_[trade_id]}")
+    unsettled_posted = {ref for ref in posted if posted[ref] != reversed_[ref]} - set(
+        settled.values_list("pk", flat=True)
+    )
     if unsettled_posted:
         problems.append(f"trades posted but not marked settled: {sorted(unsettled_posted)[:10]}")
     for customer in Customer.objects.all():

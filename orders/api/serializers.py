@@ -167,7 +167,7 @@ class OrderDetailOutputSerializer(OrderOutputSerializer):
 
     @extend_schema_field(TradeOutputSerializer(many=True))
     def get_trades(self, order: Order) -> list[dict[str, Any]]:
-        trades = order.trades.select_related("pool", "customer", "ticker").order_by("id")
+        trades = order.trades.filter(busted=False).select_related("pool", "customer", "ticker").order_by("id")
         for trade in trades:
             trade.order = order  # already loaded; saves a query per trade
         return TradeOutputSerializer(trades, many=True).data  # type: ignore[return-value]
@@ -209,3 +209,27 @@ class HoldingOutputSerializer(serializers.Serializer):
     marketValue = serializers.DecimalField(source="market_value", max_digits=24, decimal_places=2, allow_null=True)
     unrealizedPnl = serializers.DecimalField(source="unrealized_pnl", max_digits=24, decimal_places=2, allow_null=True)
     realizedPnl = serializers.DecimalField(source="realized_pnl", max_digits=24, decimal_places=2)
+
+
+class TradeVersionOutputSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    quantity = serializers.IntegerField()
+    price = PriceField()
+    fee = serializers.DecimalField(max_digits=18, decimal_places=2)
+    settled = serializers.BooleanField()
+    change = serializers.CharField()
+    reason = serializers.CharField()
+    changedBy = serializers.CharField(source="changed_by")
+    changedAt = TimeField(source="changed_at")
+
+
+class TradeHistoryOutputSerializer(serializers.Serializer):
+    tradeId = serializers.UUIDField(source="trade_id")
+    version = serializers.IntegerField()
+    busted = serializers.BooleanField()
+    current = serializers.SerializerMethodField()
+    previousVersions = TradeVersionOutputSerializer(source="versions.all", many=True)
+
+    @extend_schema_field(TradeOutputSerializer)
+    def get_current(self, trade: Trade) -> dict[str, Any]:
+        return dict(TradeOutputSerializer(trade).data)

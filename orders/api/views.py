@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from broker.exceptions import NotFound, ValidationFailed
+from broker.exceptions import Forbidden, NotFound, ValidationFailed
 from broker.models import Customer
 from broker.selectors import customer_for_action, customer_of_user, is_staff, ticker_by_symbol
 from orders import kill_switch, selectors, services
@@ -22,10 +22,11 @@ from orders.api.serializers import (
     HoldingOutputSerializer,
     OrderDetailOutputSerializer,
     OrderOutputSerializer,
+    TradeHistoryOutputSerializer,
     TradeOutputSerializer,
 )
 from orders.models import Direction, Halt, HaltScope, Order, OrderStatus, Trade
-from orders.validation import parse_order_request
+from orders.validation import parse_order_request, parse_price
 
 SEED_ORDER = {
     "customerId": "000002",
@@ -135,9 +136,13 @@ class TradeListView(generics.ListAPIView):
     filterset_class = TradeFilter
 
     def get_queryset(self) -> QuerySet[Trade]:
-        return visible_to(
+        queryset = visible_to(
             self.request.user, Trade.objects.select_related("order", "customer", "ticker", "pool")
         ).order_by("-id")
+        # A busted trade did not happen: listed only when asked for.
+        if self.request.query_params.get("includeBusted") != "true":
+            queryset = queryset.filter(busted=False)
+        return queryset
 
 
 class StaffOnly(permissions.BasePermission):
@@ -240,3 +245,51 @@ class CustomerHoldingsView(APIView):
         customer = _visible_customer(request, customer_id)
         rows = selectors.customer_holdings(customer=customer)
         return Response({"customerId": customer.customer_id, "holdings": HoldingOutputSerializer(rows, many=True).data})
+
+
+def _visible_trade(request: Request, trade_id: str) -> Trade:
+    trade = (
+        visible_to(request.user, Trade.objects.select_related("order", "customer", "ticker", "pool"))
+        .filter(trade_id=trade_id)
+        .first()
+    )
+    if trade is None:
+        raise NotFound(f"No trade {trade_id}.")
+    return trade
+
+
+class TradeHistoryView(APIView):
+    @extend_schema(responses=TradeHistoryOutputSerializer)
+    def get(self, request: Request, trade_id: str) -> Response:
+        return Response(TradeHistoryOutputSerializer(_visible_trade(request, trade_id)).data)
+
+
+class TradeCorrectView(APIView):
+    """Staff only: `{"price": "...", "quantity": n, "reason": "..."}` to amend; `bust` needs only a reason."""
+
+    bust = False
+
+    @extend_schema(request=dict, responses=TradeHistoryOutputSerializer)
+    def post(self, request: Request, trade_id: str) -> Response:
+        if not is_staff(request.user):
+            raise Forbidden("Only staff may correct trades.")
+        trade = _visible_trade(request, trade_id)
+        data = request.data if isinstance(request.data, dict) else {}
+        allowed = {"reason"} if self.bust else {"reason", "price", "quantity"}
+        errors = {name: ["Unknown field."] for name in set(data) - allowed}
+        reason = data.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            errors["reason"] = ["Say why the trade is corrected."]
+        price, quantity = None, data.get("quantity")
+        if data.get("price") is not None:
+            price, error = parse_price(data["price"])
+            if error:
+                errors["price"] = [error]
+        if quantity is not None and (isinstance(quantity, bool) or not isinstance(quantity, int)):
+            errors["quantity"] = ["Must be a whole number of shares."]
+        if errors:
+            raise ValidationFailed(errors)
+        services.trade_correct(
+            trade_id=trade.pk, reason=str(reason), actor=request.user, price=price, quantity=quantity, bust=self.bust
+        )
+        return Response(TradeHistoryOutputSerializer(_visible_trade(request, trade_id)).data)
