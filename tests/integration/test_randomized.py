@@ -1,0 +1,91 @@
+"""A seeded randomized day through the real worker: afterwards every invariant holds and the books reconcile."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from broker import services as broker_services
+from broker.exceptions import Conflict
+from broker.models import Customer
+from orders import services
+from orders.models import Order, OrderStatus
+from pools import services as pool_services
+from settlement import services as settlement_services
+from settlement.selectors import cash_balance, holdings
+from tests.conftest import make_pools, make_ticker, place
+from tests.integration.conftest import Stack, wait_until_quiet
+from tests.invariants import all_violations
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.stack]
+
+CUSTOMERS = 20
+ORDERS = 2000
+TICKERS = {"COIN": Decimal("256.62"), "AAPL": Decimal("170.73")}
+
+
+def _setup() -> list[str]:
+    make_pools()
+    for symbol, price in TICKERS.items():
+        ticker = make_ticker(symbol, str(price))
+        pool_services.books_ensure(ticker_id=ticker.pk)
+    ids = []
+    for number in range(1, CUSTOMERS + 1):
+        customer = broker_services.customer_upsert(
+            customer_id=f"{number:06d}", name=f"Random {number}", email=f"r{number}@example.com",
+            initial_funds=Decimal(random.Random(number).choice([50_000, 250_000, 1_000_000])),
+        )  # fmt: skip
+        settlement_services.customer_fund_initial(customer=customer)
+        for symbol, price in TICKERS.items():
+            settlement_services.customer_transfer_in(
+                customer=customer, symbol=symbol, quantity=2000, unit_cost=price, reference=f"r:{number}:{symbol}"
+            )
+        ids.append(customer.customer_id)
+    return ids
+
+
+def test_a_randomized_day_keeps_every_invariant(stack: Stack) -> None:
+    # given 20 funded customers holding both tickers
+    customer_ids = _setup()
+    rng = random.Random(20240308)
+    placed: list[Order] = []
+
+    # when 2,000 random orders arrive (some cancelled while the worker is busy with them)
+    for _ in range(ORDERS):
+        symbol = rng.choice(list(TICKERS))
+        reference = TICKERS[symbol]
+        body: dict[str, object] = {
+            "ticker": symbol,
+            "direction": rng.choice(["Buy", "Sell"]),
+            "quantity": rng.randint(1, 30) * 10,
+        }
+        kind = rng.random()
+        if kind < 0.15:
+            body.update(type="Market", timeInForce=rng.choice(["Day", "IOC"]))
+        else:
+            offset = Decimal(rng.randint(-80, 80)) / 100
+            body.update(type="Limit", price=str(reference + offset), timeInForce="IOC" if kind < 0.35 else "Day")
+        placed.append(place(rng.choice(customer_ids), **body))
+        if placed and rng.random() < 0.1:
+            victim = rng.choice(placed)
+            victim.refresh_from_db()
+            if not victim.is_final:
+                # the worker may finish it first: then the cancel is refused, as a client would see (409)
+                with contextlib.suppress(Conflict):
+                    services.order_cancel(order_id=victim.pk, actor="test")
+    wait_until_quiet(timeout=600)
+
+    # then every order reached a final state or rests visibly, and nothing broke any invariant
+    assert Order.objects.count() == ORDERS
+    assert not Order.objects.filter(status=OrderStatus.NEW).exists()
+    statuses = set(Order.objects.values_list("status", flat=True))
+    assert {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED} <= statuses
+    assert all_violations() == []
+    for customer in Customer.objects.all():
+        assert cash_balance(customer_id=customer.pk) >= 0
+        assert all(position.quantity >= 0 for position in holdings(customer_id=customer.pk).values())
+    connection.close()
