@@ -183,6 +183,7 @@ CELERY_TASK_ROUTES = {
     "orders.expire_day_orders": {"queue": "orders"},
     "orders.settle_trades": {"queue": "settlement"},
     "orders.settle_due": {"queue": "settlement"},
+    "reporting.reconcile": {"queue": "reporting"},
 }
 # Publishing must not hang an HTTP request when the broker is down; the sweeper re-drives the order.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2

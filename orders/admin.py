@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from broker.admin_base import AppendOnlyAdmin, RecordAdmin, customer_column, price_text, short_uuid, ticker_column
 from broker.exceptions import ApplicationError
 from orders import kill_switch
-from orders.models import HALT_TARGET_FIELDS, ChildOrder, Halt, HaltEvent, Order, OrderEvent, Trade
+from orders.models import HALT_TARGET_FIELDS, ChildOrder, Halt, HaltEvent, Order, OrderEvent, Trade, TradeVersion
 
 CHILD_FIELDS = (
     "index",
@@ -138,6 +138,18 @@ class ChildOrderAdmin(RecordAdmin):
     ]
 
 
+class TradeVersionInline(admin.TabularInline):
+    model = TradeVersion
+    extra = 0
+    can_delete = False
+    fields = ("version", "quantity", "price", "fee", "settled", "change", "reason", "changed_by", "changed_at")
+    readonly_fields = fields
+    verbose_name_plural = "previous versions (corrections)"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Trade)
 class TradeAdmin(RecordAdmin):
     list_display = [
@@ -153,7 +165,8 @@ class TradeAdmin(RecordAdmin):
         "liquidity",
         "settlement_date",
     ]
-    list_filter = ["pool__kind", "pool", "direction", "liquidity", "ticker"]
+    list_filter = ["pool__kind", "pool", "direction", "liquidity", "busted", "ticker"]
+    inlines = [TradeVersionInline]
     search_fields = ["=trade_id", "=order__order_id", "customer__customer_id", "ticker__symbol"]
     list_select_related = ["customer", "ticker", "pool"]
     date_hierarchy = "trade_date"
@@ -181,6 +194,8 @@ class TradeAdmin(RecordAdmin):
         "liquidity",
         "trade_date",
         "settlement_date",
+        "version",
+        "busted",
     ]
 
 

@@ -730,7 +730,7 @@ def _parent_status_after_fills(order: Order, *, has_open_children: bool) -> str:
 # --- cancel ------------------------------------------------------------------------------------------
 
 
-def order_cancel(*, order_id: int, actor: Actor) -> Order:
+def order_cancel(*, order_id: int, actor: Actor | str) -> Order:
     """Cancel whatever of the order is still open; replaying a cancel is a no-op."""
     return _close_out(order_id=order_id, actor=actor, to=OrderStatus.CANCELLED, child_to=ChildStatus.CANCELLED)
 

@@ -1,4 +1,5 @@
-"""A seeded randomized day through the real worker: afterwards every invariant holds and the books reconcile."""
+"""A seeded randomized day through the real worker: every invariant holds, the books reconcile, and
+reconciliation catches exactly what is tampered with afterwards."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import random
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from broker import services as broker_services
 from broker.exceptions import Conflict
@@ -15,7 +16,11 @@ from broker.models import Customer
 from orders import services
 from orders.models import Order, OrderStatus
 from pools import services as pool_services
+from pools.models import Execution
+from reporting.models import BreakKind, RunStatus
+from reporting.reconciliation import reconciliation_run
 from settlement import services as settlement_services
+from settlement.models import AccountKind, LedgerEntry
 from settlement.selectors import cash_balance, holdings
 from tests.conftest import make_pools, make_ticker, place
 from tests.integration.conftest import Stack, wait_until_quiet
@@ -88,4 +93,26 @@ def test_a_randomized_day_keeps_every_invariant(stack: Stack) -> None:
     for customer in Customer.objects.all():
         assert cash_balance(customer_id=customer.pk) >= 0
         assert all(position.quantity >= 0 for position in holdings(customer_id=customer.pk).values())
+    # and reconciliation agrees: zero breaks, and it says so
+    clean = reconciliation_run(triggered_by="test")
+    assert clean.status == RunStatus.CLEAN
+    assert clean.breaks_found == 0
+    assert "0 breaks" in clean.summary
+
+    # when one ledger entry is tampered with and one venue execution goes missing
+    fee_entry = LedgerEntry.objects.filter(account__kind=AccountKind.FEE_INCOME).order_by("pk").first()
+    execution = Execution.objects.filter(busted=False, trades__isnull=False).order_by("pk").first()
+    assert fee_entry is not None
+    assert execution is not None
+    with transaction.atomic(), connection.cursor() as cursor:
+        # the ledger refuses UPDATE and a trade's execution is protected: bypass both, as a bad actor would
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute("UPDATE settlement_ledgerentry SET amount = amount + 1 WHERE id = %s", [fee_entry.pk])
+        cursor.execute("DELETE FROM pools_execution WHERE id = %s", [execution.pk])
+    tampered = reconciliation_run(triggered_by="test")
+
+    # then reconciliation reports exactly those two breaks
+    assert tampered.status == RunStatus.BREAKS
+    kinds = sorted(tampered.breaks.values_list("kind", flat=True))
+    assert kinds == [BreakKind.LEDGER_UNBALANCED, BreakKind.TRADE_WITHOUT_EXECUTION]
     connection.close()
