@@ -838,19 +838,7 @@ def trade_settle(*, trade_id: int, today: date | None = None) -> Trade | None:
         due = trade.settles_on or settlement_services.settlement_due_on(traded_at=trade.trade_date)
         if due > (today or settlement_services.settlement_today()):
             return trade
-        settlement_services.trade_post(
-            trade=settlement_services.TradeToSettle(
-                trade_ref=trade.pk,
-                customer_id=trade.customer_id,
-                pool_id=trade.pool_id,
-                symbol=trade.ticker.symbol,
-                direction=trade.direction,
-                quantity=trade.quantity,
-                price=trade.price,
-                fee=trade.fee,
-                version=trade.version,
-            )
-        )
+        settlement_services.trade_post(trade=_to_settle(trade))
         settlement_services.reservation_settle(order_ref=trade.order_id, cost=_trade_cost(trade))
         trade.settlement_date = timezone.now()
         trade.save(update_fields=["settlement_date"])
