@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
@@ -49,6 +50,24 @@ class Ticker(models.Model):
     reference_date = models.DateField(null=True, blank=True, help_text="Close date the reference price is from.")
     active = models.BooleanField(default=True)
 
+    # Quote summary, as the last successful market-data fetch (or the shipped snapshot) gave it.
+    last_price = models.DecimalField(max_digits=18, decimal_places=4, null=True, blank=True)
+    previous_close = models.DecimalField(max_digits=18, decimal_places=4, null=True, blank=True)
+    day_high = models.DecimalField(max_digits=18, decimal_places=4, null=True, blank=True)
+    day_low = models.DecimalField(max_digits=18, decimal_places=4, null=True, blank=True)
+    volume = models.BigIntegerField(null=True, blank=True)
+    market_cap = models.BigIntegerField(null=True, blank=True)
+    quote_source = models.CharField(max_length=20, blank=True, help_text="Provider of the quote: yahoo or snapshot.")
+    quote_fetched_at = models.DateTimeField(null=True, blank=True)
+    history_fetched_at = models.DateTimeField(null=True, blank=True)
+    stale = models.BooleanField(default=False, help_text="The last fetch failed: prices may be out of date.")
+    # Backoff between failed fetches, so an unreachable provider is not asked every minute.
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    next_fetch_at = models.DateTimeField(null=True, blank=True)
+    fetch_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="When an order last asked for fresh data (one request at a time)."
+    )
+
     class Meta:
         ordering = ["symbol"]
         constraints = [
@@ -60,3 +79,82 @@ class Ticker(models.Model):
 
     def __str__(self) -> str:
         return self.symbol
+
+
+class PriceBar(models.Model):
+    """One daily bar of a ticker, in Yahoo's conventions (OHLC split-adjusted, adj_close also for dividends)."""
+
+    ticker = models.ForeignKey(Ticker, on_delete=models.CASCADE, related_name="bars")
+    date = models.DateField()
+    open = models.DecimalField(max_digits=20, decimal_places=6)
+    high = models.DecimalField(max_digits=20, decimal_places=6)
+    low = models.DecimalField(max_digits=20, decimal_places=6)
+    close = models.DecimalField(max_digits=20, decimal_places=6)
+    adj_close = models.DecimalField(max_digits=20, decimal_places=6)
+    volume = models.BigIntegerField()
+    source = models.CharField(max_length=20)
+
+    class Meta:
+        ordering = ["ticker", "date"]
+        constraints = [
+            models.UniqueConstraint(fields=["ticker", "date"], name="pricebar_one_per_ticker_and_date"),
+            models.CheckConstraint(condition=models.Q(volume__gte=0), name="pricebar_volume_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.ticker_id} {self.date} {self.close}"
+
+
+class MarketDataJobState(models.TextChoices):
+    PENDING = "pending"
+    DONE = "done"
+    PARTIAL = "partial"  # some tickers or parts failed; see the job's failures
+    FAILED = "failed"  # nothing could be fetched
+
+
+class MarketDataJob(models.Model):
+    """A request to fetch quote summary and history for some tickers, run as one Celery chord."""
+
+    job_id = models.UUIDField(unique=True, editable=False)
+    symbols = ArrayField(models.CharField(max_length=12))
+    parts = ArrayField(models.CharField(max_length=10), default=list, help_text="quote and/or history.")
+    state = models.CharField(max_length=10, choices=MarketDataJobState.choices, default=MarketDataJobState.PENDING)
+    reason = models.CharField(max_length=20, help_text="api, order, schedule, admin or command.")
+    requested_by = models.CharField(max_length=150, blank=True)
+    results = models.JSONField(default=dict, blank=True, help_text="Per symbol: what was stored or why not.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} {self.state}"
+
+
+class FetchPart(models.TextChoices):
+    QUOTE = "quote"
+    HISTORY = "history"
+
+
+class MarketDataFailure(models.Model):
+    """A failed fetch of one part of one ticker's data; `attempts` counts the tries of that job."""
+
+    job = models.ForeignKey(MarketDataJob, on_delete=models.CASCADE, null=True, blank=True, related_name="failures")
+    symbol = models.CharField(max_length=12, db_index=True)
+    what = models.CharField(max_length=10, choices=FetchPart.choices)
+    kind = models.CharField(max_length=20, help_text="network, timeout, unknown_symbol, empty or bad_data.")
+    error = models.TextField()
+    attempts = models.PositiveIntegerField(default=1)
+    first_at = models.DateTimeField(auto_now_add=True)
+    last_at = models.DateTimeField(auto_now=True)
+    resolved_at = models.DateTimeField(null=True, blank=True, help_text="When a later fetch of this part succeeded.")
+
+    class Meta:
+        ordering = ["-last_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "symbol", "what"], name="marketdatafailure_once_per_job_part"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} {self.what}: {self.kind}"

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import secrets
-from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -18,34 +15,11 @@ from rest_framework.authtoken.models import Token
 from broker.exceptions import ApplicationError
 from broker.models import Customer, Ticker
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-PRICES_DIR = DATA_DIR / "prices"
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotClose:
-    symbol: str
-    close: Decimal
-    date: date
-
-
-def snapshot_last_close(symbol: str) -> SnapshotClose:
-    """The last daily close in the shipped price file of `symbol` (the exact string Yahoo gave)."""
-    with (PRICES_DIR / f"{symbol}.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    last = rows[-1] if rows else None
-    if last is None:
-        raise ApplicationError(f"no prices shipped for {symbol}")
-    return SnapshotClose(symbol=symbol, close=Decimal(last["close"]), date=date.fromisoformat(last["date"]))
-
 
 def snapshot_symbols() -> list[str]:
-    return sorted(path.stem for path in PRICES_DIR.glob("*.csv"))
+    from broker.marketdata.providers import SnapshotProvider
 
-
-def snapshot_reference() -> dict[str, dict[str, str]]:
-    with (DATA_DIR / "tickers.csv").open(newline="") as handle:
-        return {row["symbol"]: row for row in csv.DictReader(handle)}
+    return SnapshotProvider().symbols()
 
 
 @transaction.atomic

@@ -184,6 +184,7 @@ CELERY_TASK_ROUTES = {
     "orders.settle_trades": {"queue": "settlement"},
     "orders.settle_due": {"queue": "settlement"},
     "reporting.reconcile": {"queue": "reporting"},
+    "marketdata.*": {"queue": "marketdata"},
 }
 # Publishing must not hang an HTTP request when the broker is down; the sweeper re-drives the order.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
@@ -266,3 +267,21 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"pgserver": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
 }
+
+# --- Market data ------------------------------------------------------------------------------------
+# `yahoo` (yfinance) or `snapshot` (the real daily prices shipped in broker/data, never the network).
+MARKET_DATA_PROVIDER = os.environ.get("MARKET_DATA_PROVIDER", "yahoo")
+if MARKET_DATA_PROVIDER not in ("yahoo", "snapshot"):
+    raise ValueError(f"MARKET_DATA_PROVIDER must be yahoo or snapshot, not {MARKET_DATA_PROVIDER!r}")
+# Send every Yahoo request through this base URL as `<gateway>/<host>/<path>` (an egress or recording proxy).
+YAHOO_GATEWAY_URL = os.environ.get("YAHOO_GATEWAY_URL", "")
+# Set by the test settings: without a gateway, Yahoo requests fail at once instead of reaching the internet.
+BROKER_OFFLINE = env_bool("BROKER_OFFLINE", False)
+MARKET_DATA_TIMEOUT = float(os.environ.get("MARKET_DATA_TIMEOUT", "10"))
+# Tries of one job's fetch of one ticker (the first included), with exponential backoff between them.
+MARKET_DATA_MAX_ATTEMPTS = env_int("MARKET_DATA_MAX_ATTEMPTS", 4)
+MARKET_DATA_RETRY_BACKOFF = float(os.environ.get("MARKET_DATA_RETRY_BACKOFF", "2"))
+# A quote older than this is stale: an order for the ticker asks for a fresh one (never waiting for it).
+MARKET_DATA_STALE_AFTER = env_int("MARKET_DATA_STALE_AFTER", 900)
+# How far back the first history fetch of a ticker goes; later fetches start a week before the last bar.
+MARKET_DATA_HISTORY_DAYS = env_int("MARKET_DATA_HISTORY_DAYS", 400)

@@ -24,6 +24,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from broker.exceptions import ApplicationError, Conflict, NotFound
+from broker.marketdata import services as marketdata_services
 from broker.models import Customer, Ticker
 from orders import kill_switch, routing
 from orders.models import (
@@ -74,6 +75,7 @@ class _Effects:
     trades: list[Trade] = field(default_factory=list)
     orders: dict[int, Order] = field(default_factory=dict)
     settled: list[Trade] = field(default_factory=list)
+    market_data: list[int] = field(default_factory=list)  # tickers whose data is missing or stale
 
     def on_commit(self) -> None:
         # robust: a broker outage must not turn a committed order into an HTTP 500; the sweeper
@@ -106,6 +108,9 @@ class _Effects:
         from orders import streaming
 
         streaming.publish(messages)
+        # Last: asking for market data must never delay or break the order flow above.
+        for ticker_id in self.market_data:
+            marketdata_services.ticker_refresh_for_order(ticker_id=ticker_id)
 
 
 def _queue_for(pool: Pool) -> str:
@@ -243,6 +248,8 @@ def order_place(*, request: OrderRequest, customer: Customer, ticker: Ticker, ac
 
     events = [OrderEvent(order=order, kind="accepted", to_status=OrderStatus.NEW, actor=_actor_name(actor), detail={})]
     effects = _Effects(orders={order.pk: order})
+    if marketdata_services.needs_refresh(ticker, now=timezone.now()):
+        effects.market_data.append(ticker.pk)  # fetched in the background; this order uses what we have
     reject_reason = _pre_trade_refusal(order=order, ticker=ticker)
     if reject_reason:
         order.reject_reason = reject_reason

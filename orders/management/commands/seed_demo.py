@@ -9,7 +9,8 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from broker import services as broker_services
-from broker.models import Customer
+from broker.marketdata import services as marketdata_services
+from broker.models import Customer, Ticker
 from pools import services as pool_services
 from pools.models import PoolKind
 from settlement import services as settlement_services
@@ -39,8 +40,6 @@ POOLS = [
 
 OPENING_POSITION = 1000  # shares of every ticker each demo customer starts with
 
-ETF_NAMES = {"SPY": ("SPDR S&P 500 ETF Trust", "NYSEARCA")}
-
 
 class Command(BaseCommand):
     help = "Load demo customers, tickers (from the shipped Yahoo prices), venues and liquidity. Safe to re-run."
@@ -54,17 +53,12 @@ class Command(BaseCommand):
                 initial_funds=Decimal(funds),
             )
             settlement_services.customer_fund_initial(customer=customer)
-        reference = broker_services.snapshot_reference()
-        tickers = []
-        for symbol in broker_services.snapshot_symbols():
-            close = broker_services.snapshot_last_close(symbol)
-            row = reference.get(symbol)
-            name, exchange = (row["name"], row["exchange"]) if row else ETF_NAMES.get(symbol, (symbol, ""))
-            tickers.append(
-                broker_services.ticker_upsert(
-                    symbol=symbol, name=name, exchange=exchange, reference_price=close.close, reference_date=close.date
-                )
-            )
+        # The shipped snapshot: tickers, quotes and daily history, for the tickers without market data
+        # yet (a re-run must not overwrite quotes fetched from Yahoo since).
+        symbols = broker_services.snapshot_symbols()
+        fetched = set(Ticker.objects.filter(quote_fetched_at__isnull=False).values_list("symbol", flat=True))
+        marketdata_services.snapshot_load(symbols=[symbol for symbol in symbols if symbol not in fetched])
+        tickers = list(Ticker.objects.filter(symbol__in=symbols))
         for code, description, kind, maker_fee, taker_fee in POOLS:
             pool_services.pool_seed(
                 name=code,
