@@ -108,7 +108,7 @@ def snapshot_load(*, symbols: Iterable[str] | None = None) -> dict[str, int]:
     """Tickers, quotes and every daily bar from the shipped snapshot. Idempotent; returns bars per symbol."""
     provider = SnapshotProvider()
     loaded = {}
-    for symbol in symbols or provider.symbols():
+    for symbol in provider.symbols() if symbols is None else symbols:
         bars = provider.bars(symbol)
         quote = provider.quote(symbol)
         Ticker.objects.get_or_create(symbol=symbol, defaults={"name": quote.name, "exchange": quote.exchange})
