@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export XDG_RUNTIME_DIR ?= /tmp/runtime-$(shell id -u)
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean chromium
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,12 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install lint
+test: install lint chromium
 	$(BIN)/python -m pytest
+
+# The browser tests' Chromium: Debian's package, never a browser downloaded by Playwright.
+chromium:
+	command -v chromium || (apt-get update && apt-get install -y chromium)
 
 bench: install
 	$(BIN)/python -m bench

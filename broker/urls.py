@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from broker.api.views import HealthView
@@ -19,4 +21,10 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("orders.api.urls")),
     path("api/", include("broker.api.urls")),
+    # Staff screens
+    path("", RedirectView.as_view(pattern_name="orders:blotter"), name="home"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("orders.urls")),
+    path("", include("reporting.urls")),
 ]

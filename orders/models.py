@@ -377,3 +377,39 @@ class TradeVersion(models.Model):
 
     def __str__(self) -> str:
         return f"trade {self.trade_id} v{self.version}"
+
+
+class BulkStatus(models.TextChoices):
+    VALIDATING = "Validating"
+    PREVIEW = "Preview", "Ready to book"
+    BOOKING = "Booking"
+    BOOKED = "Booked"
+
+
+class BulkBatch(models.Model):
+    """A CSV of orders (or generated demo orders) on its way through bulk booking.
+
+    `rows` holds one entry per input row: its line number, the fields as given, the validation errors
+    per field (empty when the row is valid) and, once booked, the order's id, status and reject reason.
+    Large batches are validated and booked by a worker; `processed` counts the rows done in the
+    current step, so the screen can show progress.
+    """
+
+    batch_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    source = models.CharField(max_length=200, help_text="The uploaded file's name, or how the rows were generated.")
+    status = models.CharField(max_length=10, choices=BulkStatus.choices, default=BulkStatus.VALIDATING)
+    rows = models.JSONField(default=list)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    valid = models.PositiveIntegerField(default=0)
+    booked = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bulk_batches")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "bulk batches"
+
+    def __str__(self) -> str:
+        return f"bulk batch {self.source} ({self.status})"

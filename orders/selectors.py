@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from django.db.models import Count, F, Max, QuerySet, Sum
@@ -119,3 +119,92 @@ def customer_holdings(*, customer: Customer) -> list[HoldingRow]:
             )
         )
     return rows
+
+
+# --- staff screens ------------------------------------------------------------------------------------
+
+BLOTTER_LIMIT = 200
+
+
+def blotter_orders(
+    *, customer_id: str = "", ticker: str = "", status: str = "", limit: int = BLOTTER_LIMIT
+) -> QuerySet[Order]:
+    """The newest orders, optionally of one customer, ticker or status, for the blotter."""
+    orders = Order.objects.select_related("customer", "ticker").order_by("-sequence")
+    if customer_id:
+        orders = orders.filter(customer__customer_id=customer_id)
+    if ticker:
+        orders = orders.filter(ticker__symbol__iexact=ticker)
+    if status:
+        orders = orders.filter(status=status)
+    return orders[:limit]
+
+
+def order_detail(*, order_id: str) -> Order | None:
+    """One order with its child orders (and venues) and its trades, for the blotter's detail panel."""
+    return (
+        Order.objects.select_related("customer", "ticker")
+        .prefetch_related("children__pool", "trades__pool")
+        .filter(order_id=order_id)
+        .first()
+    )
+
+
+def trades_search(
+    *,
+    customer_id: str = "",
+    ticker: str = "",
+    order_id: str = "",
+    exchange: str = "",
+    date_from: date | None = None,
+    date_to: date | None = None,
+    include_busted: bool = False,
+) -> QuerySet[Trade]:
+    """Trades, newest first, filtered as the trades screen and its CSV export ask (dates inclusive, UTC)."""
+    trades = Trade.objects.select_related("order", "customer", "ticker", "pool").order_by("-trade_date", "-id")
+    if not include_busted:
+        trades = trades.filter(busted=False)
+    if customer_id:
+        trades = trades.filter(customer__customer_id=customer_id)
+    if ticker:
+        trades = trades.filter(ticker__symbol__iexact=ticker)
+    if order_id:
+        trades = trades.filter(order__order_id=order_id)
+    if exchange:
+        trades = trades.filter(pool__name__iexact=exchange)
+    if date_from:
+        trades = trades.filter(trade_date__date__gte=date_from)
+    if date_to:
+        trades = trades.filter(trade_date__date__lte=date_to)
+    return trades
+
+
+@dataclass(frozen=True, slots=True)
+class TickerQuote:
+    symbol: str
+    name: str
+    last_price: Decimal | None
+    day_low: Decimal | None
+    day_high: Decimal | None
+    as_of: datetime | None
+    stale: bool
+
+
+def ticker_quote(*, symbol: str) -> TickerQuote | None:
+    """Last price and day range of an active ticker for the order ticket, as market data last stored them."""
+    ticker = Ticker.objects.filter(symbol=symbol.strip().upper(), active=True).first()
+    if ticker is None:
+        return None
+    return TickerQuote(
+        symbol=ticker.symbol,
+        name=ticker.name,
+        last_price=ticker.last_price if ticker.last_price is not None else ticker.reference_price,
+        day_low=ticker.day_low,
+        day_high=ticker.day_high,
+        as_of=ticker.quote_fetched_at,
+        stale=ticker.stale,
+    )
+
+
+def active_symbols() -> list[str]:
+    return list(Ticker.objects.filter(active=True).order_by("symbol").values_list("symbol", flat=True))

@@ -70,3 +70,17 @@ def settle_trades(trade_ids: list[int]) -> int:
 @shared_task(name="orders.settle_due", acks_late=True, time_limit=300, soft_time_limit=290)
 def settle_due() -> int:
     return services.trades_settle_due()
+
+
+@shared_task(name="orders.bulk_validate", acks_late=True, autoretry_for=TRANSIENT, max_retries=3, time_limit=600)
+def bulk_validate(batch_id: int) -> None:
+    from orders import bulk
+
+    bulk.bulk_batch_validate(batch_id=batch_id)
+
+
+@shared_task(name="orders.bulk_book", acks_late=True, autoretry_for=TRANSIENT, max_retries=3, time_limit=1800)
+def bulk_book(batch_id: int) -> None:
+    from orders import bulk
+
+    bulk.bulk_batch_book_rows(batch_id=batch_id)

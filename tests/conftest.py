@@ -20,6 +20,11 @@ from orders.models import Order
 from pools import services as pool_services
 from pools.models import Pool
 from settlement import services as settlement_services
+from tests.stack import quiet_after_each_test, stack
+
+# The real-stack fixtures (one daphne + Celery worker per session), shared by tests/integration and
+# tests/browser; defined once here so both directories get the same session-scoped stack.
+__all__ = ["quiet_after_each_test", "stack"]
 
 
 @pytest.fixture(scope="session", autouse=True)

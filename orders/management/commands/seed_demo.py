@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand
 from broker import services as broker_services
 from broker.marketdata import services as marketdata_services
 from broker.models import Customer, Ticker
+from orders import roles
 from pools import services as pool_services
 from pools.models import PoolKind
 from settlement import services as settlement_services
@@ -36,6 +37,12 @@ POOLS = [
     ("IEX", "Investors Exchange", PoolKind.LIT, "0.0009", "0.0009"),
     ("UBSA", "UBS ATS (dark)", PoolKind.DARK, "0.0010", "0.0010"),
     ("MSPL", "MS Pool (dark)", PoolKind.DARK, "0.0012", "0.0012"),
+]
+
+# (user name, role, environment variable that may set the password)
+DEMO_STAFF = [
+    ("trader", roles.TRADER, "BROKER_TRADER_PASSWORD"),
+    ("ops", roles.OPERATIONS, "BROKER_OPS_PASSWORD"),
 ]
 
 OPENING_POSITION = 1000  # shares of every ticker each demo customer starts with
@@ -91,4 +98,16 @@ class Command(BaseCommand):
                     "set BROKER_ADMIN_PASSWORD to choose it)."
                 )
             )
+        # One demo user per staff role, for the staff screens (http://127.0.0.1:8000/).
+        for staff_name, group, password_variable in DEMO_STAFF:
+            _, staff_password = roles.staff_member_ensure(
+                username=staff_name, password=os.environ.get(password_variable), group=group
+            )
+            if staff_password:
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"Created {group} user {staff_name!r} with password {staff_password!r} (shown once; "
+                        f"set {password_variable} to choose it)."
+                    )
+                )
         self.stdout.write(f"Demo data ready: {len(CUSTOMERS)} customers, {len(tickers)} tickers, {len(POOLS)} venues.")

@@ -1,0 +1,102 @@
+"""Forms of the staff order screens. They only collect and show input: the checks are the API's
+(`orders.validation`, the selectors and services), and their errors are put next to the fields."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django import forms
+
+from broker.models import Customer
+from orders.models import Direction, HaltScope, OrderType, TimeInForce
+
+# API field name -> ticket form field name
+TICKET_FIELDS = {
+    "customerId": "customer",
+    "direction": "direction",
+    "ticker": "ticker",
+    "type": "order_type",
+    "quantity": "quantity",
+    "price": "price",
+    "timeInForce": "time_in_force",
+    "clientOrderId": "client_order_id",
+}
+
+
+def customer_choices() -> list[tuple[str, str]]:
+    return [("", "Choose a customer")] + [
+        (customer_id, f"{customer_id} · {name}")
+        for customer_id, name in Customer.objects.order_by("customer_id").values_list("customer_id", "name")
+    ]
+
+
+class OrderTicketForm(forms.Form):
+    customer = forms.ChoiceField(required=False)
+    ticker = forms.CharField(
+        required=False,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "list": "ticker-symbols", "placeholder": "e.g. COIN"}),
+    )
+    direction = forms.ChoiceField(
+        choices=Direction.choices, initial=Direction.BUY, required=False, widget=forms.RadioSelect
+    )
+    order_type = forms.ChoiceField(label="Type", choices=OrderType.choices, initial=OrderType.LIMIT, required=False)
+    quantity = forms.CharField(
+        required=False, widget=forms.TextInput(attrs={"inputmode": "numeric", "placeholder": "shares"})
+    )
+    price = forms.CharField(
+        label="Limit price",
+        required=False,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "e.g. 161.90"}),
+    )
+    time_in_force = forms.ChoiceField(
+        label="Time in force", choices=TimeInForce.choices, initial=TimeInForce.DAY, required=False
+    )
+    client_order_id = forms.CharField(label="Client order id", required=False, help_text="Optional")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ChoiceField, self.fields["customer"]).choices = customer_choices()
+
+    def api_body(self) -> dict[str, Any]:
+        """The request as the API would receive it: blank fields left out, a whole number as a number."""
+        data = self.data
+        body: dict[str, Any] = {}
+        for api_name, form_name in TICKET_FIELDS.items():
+            value = str(data.get(form_name, "")).strip()
+            if value:
+                body[api_name] = value
+        quantity = body.get("quantity")
+        if isinstance(quantity, str) and quantity.replace(",", "").isdigit():
+            body["quantity"] = int(quantity.replace(",", ""))
+        if body.get("type") == OrderType.MARKET:
+            body.pop("price", None)  # the price box may still hold a limit typed before switching to Market
+        return body
+
+
+class BulkUploadForm(forms.Form):
+    file = forms.FileField(label="CSV file", required=False, widget=forms.ClearableFileInput(attrs={"accept": ".csv"}))
+
+
+class BulkGenerateForm(forms.Form):
+    count = forms.CharField(
+        label="Number of orders", required=False, initial="50", widget=forms.TextInput(attrs={"inputmode": "numeric"})
+    )
+
+
+class HaltForm(forms.Form):
+    scope = forms.ChoiceField(choices=HaltScope.choices, initial=HaltScope.TICKER)
+    target = forms.CharField(
+        required=False,
+        help_text="Pool name, ticker symbol or customer id; empty for All.",
+        widget=forms.TextInput(attrs={"placeholder": "e.g. COIN"}),
+    )
+    reason = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "why trading stops"}))
+
+
+class TradeCorrectionForm(forms.Form):
+    action = forms.ChoiceField(
+        choices=[("amend", "Amend"), ("bust", "Bust")], initial="amend", widget=forms.RadioSelect
+    )
+    price = forms.CharField(required=False, help_text="New price; empty keeps it.")
+    quantity = forms.CharField(required=False, help_text="New, lower quantity; empty keeps it.")
+    reason = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "agreed with the venue"}))

@@ -1,0 +1,20 @@
+"""Staff screens of the order desk (the REST API is in orders/api/urls.py)."""
+
+from django.urls import path
+
+from orders import views
+
+app_name = "orders"
+
+urlpatterns = [
+    path("orders/ticket/", views.ticket, name="ticket"),
+    path("orders/ticket/quote/", views.ticket_quote, name="ticket-quote"),
+    path("orders/blotter/", views.blotter, name="blotter"),
+    path("orders/bulk/", views.bulk_upload, name="bulk"),
+    path("orders/bulk/<uuid:batch_id>/", views.bulk_batch, name="bulk-batch"),
+    path("orders/bulk/<uuid:batch_id>/book/", views.bulk_book, name="bulk-book"),
+    path("orders/<uuid:order_id>/", views.order_detail, name="order-detail"),
+    path("orders/<uuid:order_id>/cancel/", views.order_cancel, name="order-cancel"),
+    path("operations/halts/", views.halts, name="halts"),
+    path("operations/trades/<uuid:trade_id>/correct/", views.trade_correct, name="trade-correct"),
+]

@@ -1,0 +1,83 @@
+// The live fill stream for staff screens: one WebSocket to /ws/fills/ (the session cookie logs it in).
+// A page opts in with <body data-live="all"> or data-live="<customerId>". On a fill or order message
+// the page's htmx fragments that listen for "live-refresh" reload themselves (at most every 300 ms),
+// and a fill is added to the #fill-feed list if the page has one.
+(function () {
+  "use strict";
+  const scope = document.body.dataset.live;
+  const status = document.getElementById("live-status");
+  if (!scope) {
+    if (status) {
+      status.hidden = true;
+    }
+    return;
+  }
+  let timer = null;
+  let retry = 1000;
+
+  function show(text, state) {
+    if (status) {
+      status.textContent = text;
+      status.className = "live live-" + state;
+    }
+  }
+
+  function refreshSoon() {
+    if (timer === null) {
+      timer = window.setTimeout(function () {
+        timer = null;
+        htmx.trigger(document.body, "live-refresh");
+      }, 300);
+    }
+  }
+
+  function addFill(trade) {
+    const feed = document.getElementById("fill-feed");
+    if (!feed) {
+      return;
+    }
+    const empty = feed.querySelector(".empty");
+    if (empty) {
+      empty.remove();
+    }
+    const item = document.createElement("li");
+    item.className = "fill side-" + trade.direction.toLowerCase();
+    item.dataset.orderId = trade.orderId;
+    const time = (trade.tradeDate || "").slice(11, 19);
+    item.textContent = time + "  " + trade.customerId + "  " + trade.direction + " " + trade.quantity + " " +
+      trade.ticker + " @ " + trade.price + "  " + trade.exchange;
+    feed.prepend(item);
+    while (feed.children.length > 50) {
+      feed.lastElementChild.remove();
+    }
+  }
+
+  function connect() {
+    const protocol = window.location.protocol === "https:" ? "wss://" : "ws://";
+    const socket = new WebSocket(protocol + window.location.host + "/ws/fills/");
+    show("connecting", "off");
+    socket.onmessage = function (event) {
+      const message = JSON.parse(event.data);
+      if (message.type === "subscribed") {
+        retry = 1000;
+        show("live", "on");
+        return;
+      }
+      const record = message.trade || message.order;
+      if (!record || (scope !== "all" && record.customerId !== scope)) {
+        return;
+      }
+      if (message.type === "fill") {
+        addFill(message.trade);
+      }
+      refreshSoon();
+    };
+    socket.onclose = function () {
+      show("reconnecting", "off");
+      window.setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 15000);
+    };
+  }
+
+  connect();
+})();
