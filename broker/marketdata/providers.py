@@ -258,7 +258,7 @@ class YahooProvider:
 
     def _call(self, symbol: str, fetch: Any) -> Any:
         from curl_cffi.requests.exceptions import HTTPError, Timeout
-        from yfinance.exceptions import YFException, YFRateLimitError, YFTzMissingError
+        from yfinance.exceptions import YFException, YFRateLimitError, YFTickerMissingError
 
         try:
             with warnings.catch_warnings():
@@ -273,7 +273,9 @@ class YahooProvider:
             raise ProviderError(
                 "timeout", f"Yahoo did not answer in {settings.MARKET_DATA_TIMEOUT}s: {error}"
             ) from error
-        except YFTzMissingError as error:
+        except YFTickerMissingError as error:
+            # "No data found, symbol may be delisted" (or no timezone): retrying within seconds cannot help;
+            # the after-close schedule asks again later.
             raise ProviderError("unknown_symbol", str(error)) from error
         except YFRateLimitError as error:
             raise ProviderError("network", f"rate limited by Yahoo: {error}") from error
