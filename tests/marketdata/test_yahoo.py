@@ -176,3 +176,18 @@ def test_without_a_gateway_tests_never_reach_the_internet(settings: Any) -> None
     outcome = services.ticker_fetch(symbol="MSFT", parts=["history"], provider=YahooProvider())
     assert outcome.failed["history"].kind == "network"
     assert "BROKER_OFFLINE" in outcome.failed["history"].message
+
+
+def test_fetch_market_data_command_uses_yfinance_and_fails_loudly(yahoo: YahooServer) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    out = StringIO()
+    call_command("fetch_market_data", "aapl", stdout=out)
+    assert "AAPL history: 253 bars 2020-01-02..2020-12-31" in out.getvalue()
+    assert Ticker.objects.get(symbol="AAPL").active
+
+    with pytest.raises(CommandError, match="failed"):
+        call_command("fetch_market_data", "ZZZZ", stdout=StringIO())
+    assert MarketDataFailure.objects.filter(symbol="ZZZZ", kind="unknown_symbol").count() == 2
