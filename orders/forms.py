@@ -31,7 +31,7 @@ def customer_choices() -> list[tuple[str, str]]:
 
 
 class OrderTicketForm(forms.Form):
-    customer = forms.ChoiceField(required=False)
+    customer = forms.ChoiceField(required=False, widget=forms.Select(attrs={"autofocus": True}))
     ticker = forms.CharField(
         required=False,
         widget=forms.TextInput(attrs={"autocomplete": "off", "list": "ticker-symbols", "placeholder": "e.g. COIN"}),

@@ -21,6 +21,12 @@ def get(mapping: Any, key: str) -> Any:
 
 
 @register.filter
+def shares(value: int | None) -> str:
+    """A share count with thousands separators: 8,614."""
+    return "" if value is None else f"{value:,}"
+
+
+@register.filter
 def price(value: Decimal | None) -> str:
     """A price as the API shows it: cents ("161.90"), or up to four places for a dark midpoint."""
     return format_price(value) or ""

@@ -2,6 +2,28 @@
 // A page opts in with <body data-live="all"> or data-live="<customerId>". On a fill or order message
 // the page's htmx fragments that listen for "live-refresh" reload themselves (at most every 300 ms),
 // and a fill is added to the #fill-feed list if the page has one.
+// Keyboard flow on the order ticket: after a submit, the first field with an error, else the quantity.
+window.deskFocus = function (form) {
+  const field = form.querySelector(".has-error input, .has-error select") || form.querySelector("#id_quantity");
+  if (field) {
+    field.focus();
+  }
+};
+
+// The blotter keeps the order shown in the detail panel highlighted, also after its rows are refreshed.
+document.addEventListener("htmx:afterSettle", function () {
+  const detail = document.getElementById("order-detail-body");
+  document.querySelectorAll("#blotter-rows tr.selected").forEach(function (row) {
+    row.classList.remove("selected");
+  });
+  if (detail) {
+    const row = document.getElementById("order-" + detail.dataset.orderId);
+    if (row) {
+      row.classList.add("selected");
+    }
+  }
+});
+
 (function () {
   "use strict";
   const scope = document.body.dataset.live;

@@ -73,9 +73,9 @@ def desk(stack: Stack) -> None:
     staff_user("ops", roles.OPERATIONS)
 
 
-def screenshot(page: Page, name: str) -> None:
+def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
     SCREENS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=full_page)
 
 
 def menu(page: Page, name: str) -> Locator:

@@ -85,7 +85,7 @@ def test_a_fill_from_another_client_appears_on_an_open_blotter_without_reload(pa
     expect(page.locator(f"#fill-feed li[data-order-id='{order_id}']").first).to_contain_text("000003  Sell")
     row = page.locator(f"#order-{order_id}")
     expect(row).to_contain_text("Filled")
-    expect(row.locator(".filled")).to_have_text("1500")
+    expect(row.locator(".filled")).to_have_text("1,500")
     assert page.evaluate("window.__sameDocument") is True
     screenshot(page, "blotter-live")
 
@@ -124,6 +124,7 @@ def test_upload_a_csv_with_one_bad_row_flags_it_and_books_the_others(page: Page)
     # given a trader on the bulk booking screen
     log_in(page, "trader")
     menu(page, "Bulk booking").click()
+    screenshot(page, "bulk-upload")
 
     # when a CSV with one bad row (quantity "ten") is uploaded
     page.get_by_label("CSV file").set_input_files(
@@ -171,10 +172,12 @@ def test_a_large_file_is_checked_and_booked_in_the_background_with_progress(page
     page.get_by_role("button", name="Book 150 valid rows").click()
 
     # then the screen follows the worker's progress until all are booked
+    if page.locator(".progress").is_visible():  # the worker may already be done: the bar is not asserted
+        screenshot(page, "bulk-progress", full_page=False)
     expect(page.locator("#batch-status")).to_have_text("Booked", timeout=60_000)
     expect(page.locator("#booked-count")).to_have_text("150")
     assert Order.objects.count() == 150
-    screenshot(page, "bulk-background")
+    screenshot(page, "bulk-background", full_page=False)
 
 
 def test_positions_and_trades_screens(page: Page, stack: Stack) -> None:
@@ -188,7 +191,7 @@ def test_positions_and_trades_screens(page: Page, stack: Stack) -> None:
     page.get_by_label("Customer").select_option("000002")
 
     # then COIN shows the opening 5000 shares plus the 400 bought
-    expect(page.locator("tr[data-ticker='COIN']")).to_contain_text("5400")
+    expect(page.locator("tr[data-ticker='COIN']")).to_contain_text("5,400")
     screenshot(page, "positions")
 
     # and the trades screen lists the order's fills and exports them as CSV
@@ -206,8 +209,10 @@ def test_positions_and_trades_screens(page: Page, stack: Stack) -> None:
     assert all(str(placed["orderId"]) in row for row in rows)
 
 
-def test_a_trader_cannot_open_operations_screens_but_operations_can(page: Page) -> None:
-    # given a trader
+def test_a_trader_cannot_open_operations_screens_but_operations_can(page: Page, stack: Stack) -> None:
+    # given a trader, and a filled order
+    placed = api_order(stack, "000007", quantity=100, price="260.00")
+    wait_until_quiet()
     log_in(page, "trader")
     # then the Operations screens answer with the 403 page, not a crash, and are not in the menu
     expect(menu(page, "Kill switch")).to_have_count(0)
@@ -232,8 +237,24 @@ def test_a_trader_cannot_open_operations_screens_but_operations_can(page: Page) 
     # then the halt is listed and a release button is offered
     expect(page.locator("tr.row-halted")).to_contain_text("news pending")
     screenshot(page, "kill-switch")
+
+    # and runs reconciliation from the breaks screen
     menu(page, "Breaks").click()
-    expect(page.get_by_role("heading", name="Reconciliation breaks")).to_be_visible()
+    page.get_by_role("button", name="Run reconciliation now").click()
+    expect(page.locator(".sub")).to_contain_text("0 breaks: books reconcile")
+    screenshot(page, "breaks")
+
+    # and corrects a trade: a missing reason is refused next to the field, then the amend is recorded
+    page.goto(f"/trades/?order_id={placed['orderId']}")
+    page.get_by_role("link", name="Correct").first.click()
+    page.get_by_label("Price").fill("256.00")
+    page.get_by_role("button", name="Record correction").click()
+    expect(page.locator(".field-reason .error")).to_have_text("Say why the trade is corrected.")
+    page.get_by_label("Reason").fill("price agreed with the venue")
+    page.get_by_role("button", name="Record correction").click()
+    expect(page.get_by_role("status")).to_have_text("Correction recorded.")
+    expect(page.locator("table.versions tbody tr")).to_have_count(1)
+    screenshot(page, "trade-correction")
 
 
 def test_the_ticket_shows_each_error_next_to_its_field(page: Page) -> None:

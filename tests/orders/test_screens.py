@@ -187,3 +187,28 @@ def test_kill_switch_screen_goes_through_the_service(market: Market) -> None:
     assert (halt.active, halt.reason, halt.changed_by) == (True, "news pending", "ops")
     operations.post("/operations/halts/", {"scope": "Ticker", "target": "COIN", "release": "1"})
     assert halts().get().active is False
+
+
+def test_a_batch_on_the_worker_shows_its_progress_and_polls(market: Market) -> None:
+    # given a batch the worker is booking, 50 of 150 rows done
+    trader_user = staff_user("trader", roles.TRADER)
+    rows = bulk.bulk_rows_generate(count=150, seed=3)
+    batch = BulkBatch.objects.create(
+        source="big.csv",
+        rows=[{"line": n, "fields": fields, "errors": {}} for n, fields in enumerate(rows, start=1)],
+        total=150,
+        valid=150,
+        processed=50,
+        status=BulkStatus.BOOKING,
+        created_by=trader_user,
+    )
+    trader = client_for("trader", roles.TRADER)
+
+    # when the screen polls it
+    response = trader.get(reverse("orders:bulk-batch", args=[batch.batch_id]), HTTP_HX_REQUEST="true")
+
+    # then it shows the progress and keeps polling
+    content = response.content.decode()
+    assert 'aria-valuenow="33"' in content
+    assert "Booking 50 of 150" in content
+    assert 'hx-trigger="every 1s"' in content
