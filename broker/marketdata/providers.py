@@ -11,7 +11,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -290,29 +290,25 @@ class YahooProvider:
             ) from error
 
 
-def _price(value: Any) -> Decimal | None:
-    """A float from yfinance as the decimal Yahoo printed (6 places, as in the shipped CSVs)."""
+def _finite(value: Any) -> float | None:
+    """yfinance's number (float, numpy scalar or None) as a float; None for missing, NaN or infinite."""
     if value is None:
         return None
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    if math.isnan(number) or number <= 0:
+    return number if math.isfinite(number) else None
+
+
+def _price(value: Any) -> Decimal | None:
+    """A positive float from yfinance as the decimal Yahoo printed (6 places, as in the shipped CSVs)."""
+    number = _finite(value)
+    if number is None or number <= 0 or number >= 1e12:  # beyond any share price: Yahoo's garbage, not a price
         return None
-    try:
-        return Decimal(repr(number)).quantize(Decimal("0.000001"))
-    except InvalidOperation:
-        return None
+    return Decimal(repr(number)).quantize(Decimal("0.000001"))
 
 
 def _integer(value: Any) -> int | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    if math.isnan(number) or number < 0:
-        return None
-    return int(number)
+    number = _finite(value)
+    return int(number) if number is not None and number >= 0 else None
