@@ -236,3 +236,32 @@ def test_stalled_jobs_are_found_for_resuming() -> None:
     assert services.jobs_stalled(older_than=timedelta(minutes=5)) == []
     MarketDataJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=6))
     assert services.jobs_stalled(older_than=timedelta(minutes=5)) == [str(job.job_id)]
+
+
+def test_admin_shows_market_data_and_fetches_on_request(admin_client: Any) -> None:
+    from django.urls import reverse
+
+    services.snapshot_load(symbols=["MSFT"])
+    Ticker.objects.create(symbol="ZZZZ", active=False)
+    job = services.job_run_inline(
+        job=services.job_request(symbols=["ZZZZ"], reason="test", dispatch=False),
+        provider=services.SnapshotProvider(),
+        sleep=lambda seconds: None,
+    )
+    for name in ["broker_ticker", "broker_pricebar", "broker_marketdatajob", "broker_marketdatafailure"]:
+        assert admin_client.get(reverse(f"admin:{name}_changelist")).status_code == 200, name
+    failures = admin_client.get(reverse("admin:broker_marketdatafailure_changelist")).content.decode()
+    assert "ZZZZ" in failures
+    assert "unknown_symbol" in failures
+    assert admin_client.get(reverse("admin:broker_marketdatajob_change", args=[job.pk])).status_code == 200
+
+    msft = Ticker.objects.get(symbol="MSFT")
+    response = admin_client.post(
+        reverse("admin:broker_ticker_changelist"),
+        {"action": "fetch_now", "_selected_action": [msft.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    requested = MarketDataJob.objects.get(reason="admin")
+    assert requested.symbols == ["MSFT"]
+    assert requested.requested_by == "admin"
