@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
-from broker.models import Customer, Ticker
+from broker.models import Customer, PriceBar, Ticker
 from pools.models import Book, BookOrder, Pool, PoolKind
 
 pytestmark = pytest.mark.django_db
@@ -34,8 +35,10 @@ def counts() -> tuple[int, ...]:
 
 
 def test_seed_demo_loads_everything_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    # given a chosen admin password
+    # given chosen passwords for the admin and the demo staff
     monkeypatch.setenv("BROKER_ADMIN_PASSWORD", "chosen-in-test")
+    monkeypatch.setenv("BROKER_TRADER_PASSWORD", "chosen-trader")
+    monkeypatch.setenv("BROKER_OPS_PASSWORD", "chosen-ops")
 
     # when the seed runs twice
     first = run("seed_demo")
@@ -49,6 +52,9 @@ def test_seed_demo_loads_everything_once(monkeypatch: pytest.MonkeyPatch) -> Non
     assert Ticker.objects.count() == 20
     assert Ticker.objects.get(symbol="AAPL").reference_price == Decimal("170.7300")  # 170.729996 on 2024-03-08
     assert Ticker.objects.get(symbol="SPY").name == "SPDR S&P 500 ETF Trust"
+    # with every shipped daily bar (one line per bar after each file's header)
+    shipped = sorted((Path(__file__).resolve().parents[1] / "broker" / "data" / "prices").glob("*.csv"))
+    assert PriceBar.objects.count() == sum(len(path.read_text().splitlines()) - 1 for path in shipped) == 20737
     assert Pool.objects.filter(kind=PoolKind.LIT).count() == 4
     assert Pool.objects.filter(kind=PoolKind.DARK).count() >= 2
     assert Book.objects.count() == 20 * Pool.objects.count()
