@@ -31,7 +31,7 @@ def customer_choices() -> list[tuple[str, str]]:
 
 
 class OrderTicketForm(forms.Form):
-    customer = forms.ChoiceField(required=False, widget=forms.Select(attrs={"autofocus": True}))
+    customer = forms.ChoiceField(required=False)
     ticker = forms.CharField(
         required=False,
         widget=forms.TextInput(attrs={"autocomplete": "off", "list": "ticker-symbols", "placeholder": "e.g. COIN"}),
@@ -53,9 +53,11 @@ class OrderTicketForm(forms.Form):
     )
     client_order_id = forms.CharField(label="Client order id", required=False, help_text="Optional")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, focus: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cast(forms.ChoiceField, self.fields["customer"]).choices = customer_choices()
+        if focus:  # a fresh ticket starts at the customer; after a submit the page moves the cursor itself
+            self.fields["customer"].widget.attrs["autofocus"] = True
 
     def api_body(self) -> dict[str, Any]:
         """The request as the API would receive it: blank fields left out, a whole number as a number."""

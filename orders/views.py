@@ -62,7 +62,8 @@ def ticket(request: HttpRequest) -> HttpResponse:
             )
     else:
         form = OrderTicketForm(
-            initial={"customer": request.GET.get("customer", ""), "ticker": request.GET.get("ticker", "")}
+            initial={"customer": request.GET.get("customer", ""), "ticker": request.GET.get("ticker", "")},
+            focus=True,
         )
     symbol = str(form["ticker"].value() or "")
     context = {

@@ -55,6 +55,7 @@ def test_log_in_and_enter_an_order_on_the_ticket_then_see_it_on_the_blotter(page
     # then the ticket confirms with the order id
     confirmation = page.locator("#ticket-confirmation")
     expect(confirmation).to_contain_text("Order accepted")
+    expect(page.get_by_label("Quantity")).to_be_focused()  # ready for the next order
     order_id = page.locator("#placed-order-id").inner_text()
     order = Order.objects.get(order_id=order_id)
     assert (order.quantity, str(order.price), order.customer.customer_id) == (300, "260.0000", "000002")
@@ -180,18 +181,23 @@ def test_a_large_file_is_checked_and_booked_in_the_background_with_progress(page
     screenshot(page, "bulk-background", full_page=False)
 
 
-def test_positions_and_trades_screens(page: Page, stack: Stack) -> None:
-    # given a customer with fills
-    placed = api_order(stack, "000002", quantity=400, price="260.00")
-    wait_until_quiet()
+def test_positions_update_live_and_trades_export_as_csv(page: Page, stack: Stack) -> None:
+    # given a trader watching a customer's positions: the opening 5,000 COIN
     log_in(page, "trader")
-
-    # when the trader opens the customer's positions
     menu(page, "Positions").click()
     page.get_by_label("Customer").select_option("000002")
+    coin = page.locator("tr[data-ticker='COIN']")
+    expect(coin).to_contain_text("5,000")
+    expect(page.locator("#live-status")).to_have_text("live")
+    page.evaluate("window.__sameDocument = true")
 
-    # then COIN shows the opening 5000 shares plus the 400 bought
-    expect(page.locator("tr[data-ticker='COIN']")).to_contain_text("5,400")
+    # when the customer buys 400 more through the API
+    placed = api_order(stack, "000002", quantity=400, price="260.00")
+
+    # then the position shows 5,400 once the fills settle, without a reload
+    expect(coin).to_contain_text("5,400")
+    assert page.evaluate("window.__sameDocument") is True
+    wait_until_quiet()
     screenshot(page, "positions")
 
     # and the trades screen lists the order's fills and exports them as CSV
@@ -272,6 +278,7 @@ def test_the_ticket_shows_each_error_next_to_its_field(page: Page) -> None:
     expect(page.locator(".field-customer .error")).to_have_text("This field is required.")
     expect(page.locator(".field-quantity .error")).to_have_text("Must be a whole number of shares.")
     expect(page.locator(".field-price .error")).to_contain_text("Must be on the 0.01 tick")
+    expect(page.get_by_label("Customer")).to_be_focused()  # the first field in error
     screenshot(page, "ticket-errors")
     assert Order.objects.count() == 0
 
