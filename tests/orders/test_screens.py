@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from orders import bulk, roles
 from orders.models import BulkBatch, BulkStatus, Order
-from tests.conftest import Market
+from tests.conftest import Market, place
 from tests.staff import PASSWORD, staff_user
 
 pytestmark = pytest.mark.django_db
@@ -212,3 +212,33 @@ def test_a_batch_on_the_worker_shows_its_progress_and_polls(market: Market) -> N
     assert 'aria-valuenow="33"' in content
     assert "Booking 50 of 150" in content
     assert 'hx-trigger="every 1s"' in content
+
+
+def test_operations_run_reconciliation_and_work_a_break_on_the_screens(market: Market) -> None:
+    from reporting.models import Break, BreakStatus
+
+    # given an order whose filled quantity was edited by hand (no trades back it)
+    order = place("000002", price="250.00")
+    Order.objects.filter(pk=order.pk).update(filled_quantity=3)
+    operations = client_for("ops", roles.OPERATIONS)
+
+    # when Operations run reconciliation from the breaks screen
+    response = operations.post("/operations/breaks/run/", follow=True)
+
+    # then the break is listed
+    item = Break.objects.get()
+    assert f'href="/operations/breaks/{item.pk}/"' in response.content.decode()
+    page = f"/operations/breaks/{item.pk}/"
+    # an empty resolution is refused next to its field
+    response = operations.post(page, {"action": "resolve", "resolution": "  "})
+    assert response.context["resolve_form"].errors == {"resolution": ["Say how the break was resolved."]}
+    # assign, comment and resolve go through the break workflow, with who did it
+    operations.post(page, {"action": "assign"})
+    operations.post(page, {"action": "comment", "text": "Order row edited by hand."})
+    operations.post(page, {"action": "resolve", "resolution": "Restored from the trades."})
+    item.refresh_from_db()
+    assert (item.status, item.assignee.username if item.assignee else None) == (BreakStatus.RESOLVED, "ops")
+    texts = list(item.comments.values_list("text", flat=True))
+    assert texts == ["Assigned to ops.", "Order row edited by hand.", "Resolved: Restored from the trades."]
+    # and a trader may not open it
+    assert client_for("trader", roles.TRADER).get(page).status_code == 403
