@@ -9,8 +9,8 @@ from django.test import Client
 from django.urls import reverse
 
 from orders import bulk, roles
-from orders.models import BulkBatch, BulkStatus, Order
-from tests.conftest import Market, place
+from orders.models import BulkBatch, BulkStatus, Order, Trade
+from tests.conftest import Market, drive, place
 from tests.staff import PASSWORD, staff_user
 
 pytestmark = pytest.mark.django_db
@@ -242,3 +242,34 @@ def test_operations_run_reconciliation_and_work_a_break_on_the_screens(market: M
     assert texts == ["Assigned to ops.", "Order row edited by hand.", "Resolved: Restored from the trades."]
     # and a trader may not open it
     assert client_for("trader", roles.TRADER).get(page).status_code == 403
+
+
+def test_trades_are_paginated_and_the_csv_has_every_match(market: Market, monkeypatch: pytest.MonkeyPatch) -> None:
+    import csv
+    import io
+
+    from reporting import views as report_views
+
+    # given an order filled in more than eight trades, and pages of four
+    drive(place("000002", quantity=4000, price="260.00"))
+    count = Trade.objects.count()
+    assert count > 8
+    monkeypatch.setattr(report_views, "TRADES_PER_PAGE", 4)
+    trader = client_for("trader", roles.TRADER)
+
+    # when the trader pages through them
+    first = trader.get("/trades/", {"customer": "000002"})
+    second = trader.get("/trades/?customer=000002&page=2")
+
+    # then each page has four, different ones, and the pager says how many pages
+    first_ids = [trade.pk for trade in first.context["page"]]
+    second_ids = [trade.pk for trade in second.context["page"]]
+    assert len(first_ids) == len(second_ids) == 4
+    assert not set(first_ids) & set(second_ids)
+    assert f"Page 1 of {-(-count // 4)}" in first.content.decode()
+    # and the CSV export of the same search has every trade in the API's shape
+    export = trader.get("/trades/export.csv", {"customer": "000002"})
+    rows = list(csv.DictReader(io.StringIO(export.getvalue().decode())))
+    assert len(rows) == count
+    assert {row["customerId"] for row in rows} == {"000002"}
+    assert sum(int(row["quantity"]) for row in rows) == 4000
