@@ -156,7 +156,9 @@ def bulk_batch_book_rows(*, batch_id: int) -> BulkBatch:
         if "orderId" not in row:
             _book_row(batch, row)
         if done % PROGRESS_EVERY == 0:
-            BulkBatch.objects.filter(pk=batch.pk).update(processed=done, rows=batch.rows)
+            # Only the count: the rows (the whole file) are written once at the end. A redelivered task
+            # places every row again and gets the same orders back through their clientOrderIds.
+            BulkBatch.objects.filter(pk=batch.pk).update(processed=done)
     batch.processed = done
     batch.booked = sum(1 for row in batch.rows if "orderId" in row)
     batch.status = BulkStatus.BOOKED
