@@ -24,6 +24,7 @@ from orders import roles
 # Chart ranges offered on a ticker's page, in days back from its last bar (None: everything stored).
 RANGES = {"1M": 31, "3M": 92, "6M": 183, "1Y": 366, "3Y": 1096, "All": None}
 DEFAULT_RANGE = "1Y"
+JOB_FAILURES_SHOWN = 4  # per job on the tickers screen; the admin lists them all
 
 
 def _change(last: Decimal | None, previous: Decimal | None) -> Decimal | None:
@@ -39,8 +40,15 @@ def tickers(request: HttpRequest) -> HttpResponse:
         {"ticker": ticker, "change": _change(ticker.last_price, ticker.previous_close)}
         for ticker in marketdata_selectors.tickers_list()
     ]
-    jobs = MarketDataJob.objects.prefetch_related("failures")[:8]
-    context = {"rows": rows, "jobs": jobs, "pending": any(job.state == MarketDataJobState.PENDING for job in jobs)}
+    jobs: list[dict[str, Any]] = []
+    for job in MarketDataJob.objects.prefetch_related("failures")[:8]:
+        failing = [failure for failure in job.failures.all() if failure.resolved_at is None]
+        jobs.append({"job": job, "failures": failing[:JOB_FAILURES_SHOWN], "more": len(failing) - JOB_FAILURES_SHOWN})
+    context = {
+        "rows": rows,
+        "jobs": jobs,
+        "pending": any(item["job"].state == MarketDataJobState.PENDING for item in jobs),
+    }
     if request.htmx and request.GET.get("part") == "jobs":
         return render(request, "reporting/_market_jobs.html", context)
     return render(request, "reporting/tickers.html", context)

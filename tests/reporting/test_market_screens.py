@@ -80,3 +80,20 @@ def test_refresh_of_an_unknown_symbol_is_a_message_not_an_error_page() -> None:
     assert response.status_code == 200
     assert "Unknown ticker(s): NOPE." in response.content.decode()
     assert not MarketDataJob.objects.exists()
+
+
+def test_a_job_with_many_failures_shows_a_few_and_counts_the_rest() -> None:
+    from broker.models import Ticker
+
+    symbols = [f"ZZ{letter}" for letter in "ABCDEF"]
+    for symbol in symbols:
+        Ticker.objects.create(symbol=symbol, active=False)
+    job = marketdata_services.job_request(symbols=symbols, reason="test", dispatch=False)
+    marketdata_services.job_run_inline(
+        job=job, provider=marketdata_services.SnapshotProvider(), sleep=lambda seconds: None
+    )
+
+    body = logged_in().get("/tickers/").content.decode()
+    assert body.count("unknown_symbol \u00d71") == 4  # one attempt each
+    assert "and 8 more" in body
+    assert "failed" in body
