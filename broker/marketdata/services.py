@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from broker.exceptions import ApplicationError, ValidationFailed
+from broker.exceptions import ValidationFailed
 from broker.marketdata.providers import Bar, Provider, ProviderError, Quote, SnapshotProvider, provider_get
 from broker.models import FetchPart, MarketDataFailure, MarketDataJob, MarketDataJobState, PriceBar, Ticker
 
@@ -143,8 +143,13 @@ def ticker_fetch(
     provider = provider or provider_get()
     outcome = FetchOutcome(symbol=symbol)
     ticker = Ticker.objects.filter(symbol=symbol).first()
-    if ticker is None:
-        raise ApplicationError(f"Unknown ticker {symbol!r}.", field="tickers")
+    if ticker is None:  # removed since the job was requested: a failure to record, not a crash
+        for part in parts:
+            outcome.failed[part] = ProviderError("unknown_symbol", f"{symbol} is no longer a ticker here")
+            fetch_failure_record(
+                job_id=job_id, symbol=symbol, what=part, error=outcome.failed[part], attempt=attempt, final=True
+            )
+        return outcome
     for part in parts:
         try:
             if part == FetchPart.QUOTE:
@@ -378,12 +383,14 @@ def symbols_missing_close(*, session: date) -> list[str]:
     return list(Ticker.objects.filter(active=True).exclude(bars__date=session).values_list("symbol", flat=True))
 
 
-def jobs_stalled(*, older_than: timedelta) -> list[str]:
-    """Jobs still pending long after their fetches should have finished (broker down, worker lost)."""
-    cutoff = timezone.now() - older_than
-    return [
-        str(job_id)
-        for job_id in MarketDataJob.objects.filter(state=MarketDataJobState.PENDING, created_at__lt=cutoff).values_list(
-            "job_id", flat=True
-        )
-    ]
+def jobs_stalled(*, older_than: timedelta, given_up_after: timedelta = timedelta(hours=1)) -> list[str]:
+    """Jobs still pending long after their fetches should have finished (broker down, worker lost).
+
+    A job still pending after `given_up_after` is closed as it stands instead: resuming it forever
+    would hide whatever keeps it from finishing (its open failures say what is known).
+    """
+    now = timezone.now()
+    pending = MarketDataJob.objects.filter(state=MarketDataJobState.PENDING, created_at__lt=now - older_than)
+    for job_id in pending.filter(created_at__lt=now - given_up_after).values_list("job_id", flat=True):
+        job_finish(job_id=str(job_id))
+    return [str(job_id) for job_id in pending.values_list("job_id", flat=True)]

@@ -236,6 +236,24 @@ def test_stalled_jobs_are_found_for_resuming() -> None:
     assert services.jobs_stalled(older_than=timedelta(minutes=5)) == []
     MarketDataJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=6))
     assert services.jobs_stalled(older_than=timedelta(minutes=5)) == [str(job.job_id)]
+    # After an hour it is closed as it stands rather than resumed again.
+    MarketDataJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=61))
+    assert services.jobs_stalled(older_than=timedelta(minutes=5)) == []
+    job.refresh_from_db()
+    assert job.state == MarketDataJobState.DONE  # no failure recorded: nothing known to be wrong
+    assert job.finished_at is not None
+
+
+def test_a_ticker_removed_before_its_fetch_is_a_recorded_failure() -> None:
+    Ticker.objects.create(symbol="GONE")
+    job = services.job_request(symbols=["GONE"], reason="test", dispatch=False)
+    Ticker.objects.filter(symbol="GONE").delete()
+    outcome = services.ticker_fetch(symbol="GONE", job_id=str(job.job_id), provider=services.SnapshotProvider())
+    assert {part: error.kind for part, error in outcome.failed.items()} == {
+        "quote": "unknown_symbol",
+        "history": "unknown_symbol",
+    }
+    assert services.job_finish(job_id=str(job.job_id)).state == MarketDataJobState.FAILED
 
 
 def test_admin_shows_market_data_and_fetches_on_request(admin_client: Any) -> None:
