@@ -1,4 +1,5 @@
-"""Whole-database checks of the invariants (ARCHITECTURE.md: 1 no over-fill, 2 conservation, 5 books).
+"""Whole-database checks of the invariants (ARCHITECTURE.md: 1 no over-fill, 2 conservation, 5 books,
+6 nothing lost).
 
 Each check returns a list of human-readable violations, so a failing test says exactly what broke.
 """
@@ -11,7 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.db.models import Max, Min, Q, Sum
 
 from broker.models import Customer
-from orders.models import ChildOrder, ChildStatus, Order, OrderStatus, Trade
+from orders.models import FINAL_CHILD_STATUSES, FINAL_ORDER_STATUSES, ChildOrder, ChildStatus, Order, OrderStatus, Trade
 from pools.models import BookOrder, BookOrderStatus, Execution, PoolKind
 from settlement.models import AccountKind, LedgerEntry, Posting, PostingPurpose
 from settlement.selectors import asset_totals, cash_balance, holdings
@@ -152,6 +153,35 @@ def ledger_violations() -> list[str]:
             problems.append(f"customer {customer.customer_id}: short or overdrawn: {held}")
         if held != {symbol: quantity for symbol, quantity in shares.items() if quantity}:
             problems.append(f"customer {customer.customer_id}: holdings {held} != settled trades {dict(shares)}")
+    return problems
+
+
+def lost_order_violations() -> list[str]:
+    """Invariant 6, once the flow is quiet: every order is final, or rests visibly: Routed or
+    PartiallyFilled with no child still waiting for its venue and its whole open remainder resting on
+    venue books. Not part of `all_violations`: it only holds after the workers have drained."""
+    problems = []
+    resting = dict(
+        BookOrder.objects.filter(status=BookOrderStatus.OPEN, client_ref__isnull=False).values_list(
+            "client_ref", "remaining"
+        )
+    )
+    for order in Order.objects.prefetch_related("children").order_by("pk"):
+        if order.status in FINAL_ORDER_STATUSES:
+            continue
+        if order.status not in (OrderStatus.ROUTED, OrderStatus.PARTIALLY_FILLED):
+            problems.append(f"order {order.pk}: left {order.status}")
+            continue
+        open_children = [child for child in order.children.all() if child.status not in FINAL_CHILD_STATUSES]
+        for child in open_children:
+            if child.attempt > child.submitted_attempt:
+                problems.append(f"order {order.pk}: child {child.pk} attempt {child.attempt} never reached its venue")
+        on_books = sum(resting.get(child.pk, 0) for child in open_children)
+        if on_books != order.quantity - order.filled_quantity:
+            problems.append(
+                f"order {order.pk}: {order.status} with {order.quantity - order.filled_quantity} open "
+                f"but {on_books} resting on venue books"
+            )
     return problems
 
 

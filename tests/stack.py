@@ -35,6 +35,7 @@ class Stack:
     ws_url: str
     log_dir: Path
     yahoo: YahooServer  # the stand-in for Yahoo Finance the workers fetch market data from
+    worker: subprocess.Popen[bytes]  # the Celery worker's main process (its pool processes are its children)
 
 
 def _free_port() -> int:
@@ -100,7 +101,9 @@ def stack(
 
         _wait_for(web_ready, "web server", 60, children)
         _wait_for(worker_ready, "celery worker", 60, children)
-        yield Stack(base_url=base_url, ws_url=f"ws://127.0.0.1:{port}", log_dir=log_dir, yahoo=yahoo)
+        yield Stack(
+            base_url=base_url, ws_url=f"ws://127.0.0.1:{port}", log_dir=log_dir, yahoo=yahoo, worker=children[0]
+        )
     finally:
         processes.stop(children, grace=20)
         yahoo.stop()
