@@ -209,8 +209,14 @@ def test_pool_processes_killed_mid_task_lose_no_order(stack: Stack) -> None:
     # and then, books released, more orders arrive while whichever pool process is busy is killed
     second = _post_all(stack, tokens, "b", 16, statuses)
     anywhere: list[str] = []  # the task each of these kills aimed at (it may have finished just before)
-    while len(anywhere) < 6 and (any(thread.is_alive() for thread in second) or flow_busy()):
+    deadline = time.monotonic() + 30
+    while len(anywhere) < 6 and time.monotonic() < deadline:
         active = _active(stack)
+        if not active and not any(thread.is_alive() for thread in second):
+            # Nothing left to interrupt. A kill after a task's commit but before its after-commit sends
+            # (say, a route whose children's match tasks were not all published) is not redelivered
+            # work: the replayed task is a no-op, and only the sweeper sends what is missing (_drain).
+            break
         if active:
             pid, (_, task_id) = random.choice(sorted(active.items()))
             with contextlib.suppress(ProcessLookupError):
