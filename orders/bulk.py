@@ -20,10 +20,9 @@ from django.db import transaction
 
 from broker.exceptions import ApplicationError
 from broker.models import Customer, Ticker
-from broker.selectors import customer_for_action, ticker_by_symbol
 from orders import services
 from orders.models import BulkBatch, BulkStatus, Direction, OrderType, TimeInForce
-from orders.validation import ORDER_FIELDS, REQUIRED_FIELDS, parse_order_request
+from orders.validation import ORDER_FIELDS, REQUIRED_FIELDS, order_entry_resolve
 
 BULK_INLINE_ROWS = 100
 BULK_MAX_ROWS = 20_000
@@ -87,9 +86,7 @@ def _request_body(fields: dict[str, str]) -> dict[str, Any]:
 
 def _row_errors(fields: dict[str, str], *, actor: Any) -> dict[str, list[str]]:
     try:
-        request = parse_order_request(_request_body(fields))
-        customer_for_action(user=actor, customer_id=request.customer_id)
-        ticker_by_symbol(symbol=request.ticker)
+        order_entry_resolve(data=_request_body(fields), user=actor)
     except ApplicationError as error:
         return error.errors or {"row": [error.message]}
     return {}
@@ -170,10 +167,10 @@ def _book_row(batch: BulkBatch, row: dict[str, Any]) -> None:
     body = _request_body(row["fields"])
     body.setdefault("clientOrderId", f"bulk-{batch.batch_id.hex}-{row['line']}")
     try:
-        request = parse_order_request(body)
-        customer = customer_for_action(user=batch.created_by, customer_id=request.customer_id)
-        ticker = ticker_by_symbol(symbol=request.ticker)
-        order = services.order_place(request=request, customer=customer, ticker=ticker, actor=batch.created_by).order
+        entry = order_entry_resolve(data=body, user=batch.created_by)
+        order = services.order_place(
+            request=entry.request, customer=entry.customer, ticker=entry.ticker, actor=batch.created_by
+        ).order
     except ApplicationError as error:
         # Valid at preview but refused now (e.g. the clientOrderId was used since): flag the row.
         row["errors"] = error.errors or {"row": [error.message]}

@@ -14,7 +14,9 @@ from typing import Any, cast
 
 from django.conf import settings
 
-from broker.exceptions import ValidationFailed
+from broker.exceptions import ApplicationError, Forbidden, ValidationFailed
+from broker.models import Customer, Ticker
+from broker.selectors import customer_for_action, ticker_by_symbol
 from orders.models import Direction, OrderType, TimeInForce
 
 ORDER_FIELDS = ("customerId", "direction", "ticker", "type", "quantity", "price", "timeInForce", "clientOrderId")
@@ -157,4 +159,50 @@ def parse_order_request(data: Any) -> OrderRequest:
         price=price,
         time_in_force=time_in_force,
         client_order_id=client_order_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEntry:
+    request: OrderRequest
+    customer: Customer
+    ticker: Ticker
+
+
+def order_entry_resolve(*, data: Any, user: Any) -> OrderEntry:
+    """Validate an order request and find its customer and ticker, for the API, the ticket and bulk booking.
+
+    Every problem is named at once: a malformed quantity does not hide an unknown customer or ticker,
+    so a trader fixes a ticket (or a CSV row) in one go. Acting for someone else's customer is a 403,
+    but only once the request is well formed (a malformed one is a 400 first, as the API documents).
+    """
+    errors: dict[str, list[str]] = {}
+    request: OrderRequest | None = None
+    try:
+        request = parse_order_request(data)
+    except ValidationFailed as error:
+        errors = dict(error.errors)
+    fields = data if isinstance(data, dict) else {}
+    customer_id = request.customer_id if request else fields.get("customerId")
+    symbol = request.ticker if request else str(fields.get("ticker") or "").strip().upper()
+
+    customer = ticker = None
+    if "customerId" not in errors and customer_id:
+        try:
+            customer = customer_for_action(user=user, customer_id=customer_id)
+        except Forbidden:
+            if request is not None:
+                raise
+        except ApplicationError as error:
+            errors.update(error.errors)
+    if "ticker" not in errors and symbol:
+        try:
+            ticker = ticker_by_symbol(symbol=symbol)
+        except ApplicationError as error:
+            errors.update(error.errors)
+    if errors:
+        raise ValidationFailed(errors)
+    # No errors: all three were found above; the casts only tell the type checker so.
+    return OrderEntry(
+        request=cast(OrderRequest, request), customer=cast(Customer, customer), ticker=cast(Ticker, ticker)
     )

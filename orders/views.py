@@ -16,7 +16,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from broker.exceptions import ApplicationError
 from broker.screens import StaffRequest as HttpRequest
 from broker.screens import add_service_errors, screen
-from broker.selectors import customer_for_action, ticker_by_symbol
 from orders import bulk, kill_switch, roles, selectors, services
 from orders.forms import (
     TICKET_FIELDS,
@@ -28,7 +27,7 @@ from orders.forms import (
     customer_choices,
 )
 from orders.models import BulkBatch, BulkStatus, HaltScope, OrderStatus
-from orders.validation import parse_order_request, parse_price
+from orders.validation import order_entry_resolve, parse_price
 
 # --- order ticket -------------------------------------------------------------------------------------
 
@@ -41,11 +40,9 @@ def ticket(request: HttpRequest) -> HttpResponse:
         form = OrderTicketForm(request.POST)
         form.is_valid()  # the fields are free text; the order is checked below exactly as the API checks it
         try:
-            order_request = parse_order_request(form.api_body())
-            customer = customer_for_action(user=request.user, customer_id=order_request.customer_id)
-            ticker = ticker_by_symbol(symbol=order_request.ticker)
+            entry = order_entry_resolve(data=form.api_body(), user=request.user)
             placed = services.order_place(
-                request=order_request, customer=customer, ticker=ticker, actor=request.user
+                request=entry.request, customer=entry.customer, ticker=entry.ticker, actor=request.user
             ).order
         except ApplicationError as error:
             add_service_errors(form, error, TICKET_FIELDS)
@@ -53,11 +50,11 @@ def ticket(request: HttpRequest) -> HttpResponse:
             # A fresh ticket for the next order, keeping the customer and ticker at hand.
             form = OrderTicketForm(
                 initial={
-                    "customer": customer.customer_id,
-                    "ticker": ticker.symbol,
-                    "direction": order_request.direction,
-                    "order_type": order_request.order_type,
-                    "time_in_force": order_request.time_in_force,
+                    "customer": entry.customer.customer_id,
+                    "ticker": entry.ticker.symbol,
+                    "direction": entry.request.direction,
+                    "order_type": entry.request.order_type,
+                    "time_in_force": entry.request.time_in_force,
                 }
             )
     else:

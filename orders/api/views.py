@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from broker.exceptions import Forbidden, NotFound, ValidationFailed
 from broker.models import Customer
-from broker.selectors import customer_for_action, customer_of_user, is_staff, ticker_by_symbol
+from broker.selectors import customer_for_action, customer_of_user, is_staff
 from orders import kill_switch, selectors, services
 from orders.api.serializers import (
     CustomerOutputSerializer,
@@ -26,7 +26,7 @@ from orders.api.serializers import (
     TradeOutputSerializer,
 )
 from orders.models import Direction, Halt, HaltScope, Order, OrderStatus, Trade
-from orders.validation import parse_order_request, parse_price
+from orders.validation import order_entry_resolve, parse_price
 
 SEED_ORDER = {
     "customerId": "000002",
@@ -95,10 +95,10 @@ class OrderListCreateView(generics.ListAPIView):
         "the same clientOrderId with another body is 409.",
     )
     def post(self, request: Request) -> Response:
-        order_request = parse_order_request(request.data)
-        customer = customer_for_action(user=request.user, customer_id=order_request.customer_id)
-        ticker = ticker_by_symbol(symbol=order_request.ticker)
-        placement = services.order_place(request=order_request, customer=customer, ticker=ticker, actor=request.user)
+        entry = order_entry_resolve(data=request.data, user=request.user)
+        placement = services.order_place(
+            request=entry.request, customer=entry.customer, ticker=entry.ticker, actor=request.user
+        )
         return Response(
             OrderOutputSerializer(placement.order).data,
             status=status.HTTP_201_CREATED if placement.created else status.HTTP_200_OK,

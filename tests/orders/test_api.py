@@ -188,6 +188,29 @@ def test_unknown_customer_with_a_staff_token_is_400_naming_customer(market: Mark
     assert Order.objects.count() == 0
 
 
+def test_a_malformed_field_does_not_hide_an_unknown_customer_or_ticker(market: Market) -> None:
+    # when staff send a bad quantity for a customer and a ticker that do not exist
+    response = post_order(staff_client(), order_body(customerId="999999", ticker="ZZZZ", quantity="ten"))
+
+    # then one 400 names all three, so they are fixed in one go
+    assert response.status_code == 400
+    assert response.json() == {
+        "customerId": ["Unknown customer '999999'."],
+        "ticker": ["Unknown ticker 'ZZZZ'."],
+        "quantity": ["Must be a whole number of shares."],
+    }
+    assert Order.objects.count() == 0
+
+
+def test_a_malformed_order_for_another_customer_is_a_400_first(market: Market) -> None:
+    # when a client sends a malformed body for someone else's customer
+    response = post_order(client_for("000003"), order_body(customerId="000002", quantity=0))
+
+    # then the malformed field is named (a well-formed one would be the 403 above)
+    assert response.status_code == 400
+    assert set(response.json()) == {"quantity"}
+
+
 @pytest.mark.parametrize(
     "raw",
     [

@@ -129,6 +129,7 @@ def test_bulk_booking_flags_bad_rows_and_books_the_others_once(market: Market) -
         b"000003,Buy,ZZZZ,Limit,100,255.00,Day\n"
         b"000004,Sell,COIN,Market,10,12.00,IOC\n"
         b"000005,Sell,COIN,Limit,10,257.00,GTC\n"
+        b"000098,Hold,YYYY,Limit,10,257.00,Day\n"
     )
     response = trader.post("/orders/bulk/", {"file": SimpleUploadedFile("orders.csv", content), "upload": "1"})
     batch = BulkBatch.objects.get()
@@ -140,6 +141,11 @@ def test_bulk_booking_flags_bad_rows_and_books_the_others_once(market: Market) -
         {"ticker": ["Unknown ticker 'ZZZZ'."]},
         {"price": ["A Market order has no price; leave it out or use a Limit order."]},
         {},
+        {  # every problem of a row at once, not only the first kind found
+            "direction": ["Unknown direction 'Hold'; use Buy or Sell."],
+            "customerId": ["Unknown customer '000098'."],
+            "ticker": ["Unknown ticker 'YYYY'."],
+        },
     ]
     page = trader.get(response["Location"])
     assert b"Book 2 valid rows" in page.content
@@ -151,6 +157,16 @@ def test_bulk_booking_flags_bad_rows_and_books_the_others_once(market: Market) -
     assert (batch.status, batch.booked) == (BulkStatus.BOOKED, 2)
     assert sorted(Order.objects.values_list("customer__customer_id", flat=True)) == ["000002", "000005"]
     assert all(row.get("orderId") for row in batch.rows if not row["errors"])
+
+
+def test_a_file_without_a_valid_row_offers_nothing_to_book(market: Market) -> None:
+    trader = client_for("trader", roles.TRADER)
+    content = b"customerId,direction,ticker,type,quantity,price,timeInForce\n000002,Buy,COIN,Limit,0,255.00,Day\n"
+    response = trader.post("/orders/bulk/", {"file": SimpleUploadedFile("bad.csv", content), "upload": "1"})
+    page = trader.get(response["Location"])
+    assert b"Nothing to book" in page.content
+    assert b"No row is valid" in page.content
+    assert b'id="book-button"' not in page.content
 
 
 def test_generated_orders_are_valid_and_reproducible(market: Market) -> None:
