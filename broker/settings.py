@@ -81,6 +81,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "broker.middleware.RejectNullCharactersMiddleware",
 ]
 
 ROOT_URLCONF = "broker.urls"

@@ -6,6 +6,7 @@ origin-checked against ALLOWED_HOSTS, since a cookie would otherwise ride along 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -14,11 +15,16 @@ from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator
 from django.contrib.auth.models import AnonymousUser
 
+# DRF's keys are 40 hex digits; anything else (a NUL, say, which Postgres cannot even compare) is no token.
+TOKEN_KEY = re.compile(r"[0-9a-f]{40}")
+
 
 @database_sync_to_async
 def _user_for_token(key: str) -> Any:
     from rest_framework.authtoken.models import Token
 
+    if not TOKEN_KEY.fullmatch(key):
+        return AnonymousUser()
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:
         return AnonymousUser()

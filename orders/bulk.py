@@ -46,6 +46,8 @@ def parse_csv(*, content: bytes) -> list[dict[str, str]]:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise BulkFileError("The file is not UTF-8 text; save it as CSV (UTF-8).") from error
+    if "\x00" in text:  # a spreadsheet or binary file; Postgres could not store its rows either
+        raise BulkFileError("The file contains NUL characters: it is not a CSV text file; save it as CSV (UTF-8).")
     reader = csv.DictReader(io.StringIO(text))
     header = [name.strip() for name in reader.fieldnames or []]
     if not header:

@@ -86,7 +86,8 @@ class BulkGenerateForm(forms.Form):
 
 
 class HaltForm(forms.Form):
-    scope = forms.ChoiceField(choices=HaltScope.choices, initial=HaltScope.TICKER)
+    # A plain field with a select: the kill-switch service checks the scope, so a bad one gets one message.
+    scope = forms.CharField(required=False, widget=forms.Select(choices=HaltScope.choices), initial=HaltScope.TICKER)
     target = forms.CharField(
         required=False,
         help_text="Pool name, ticker symbol or customer id; empty for All.",

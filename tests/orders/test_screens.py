@@ -110,6 +110,7 @@ def test_a_clientorderid_reused_for_another_order_is_a_field_error(market: Marke
         (b"customerId,direction,ticker,type,quantity,colour\n", "Unknown column(s) colour."),
         (b"customerId,direction,ticker,type,quantity\n", "The file has a header but no orders."),
         (b"\xff\xfe\x00", "The file is not UTF-8 text; save it as CSV (UTF-8)."),
+        (b"customerId,direction,ticker,type,quantity\n000002,Buy,CO\x00IN,Limit,1\n", "contains NUL characters"),
     ],
 )
 def test_an_unreadable_file_is_an_error_next_to_the_upload(market: Market, content: bytes, message: str) -> None:
@@ -196,6 +197,8 @@ def test_kill_switch_screen_goes_through_the_service(market: Market) -> None:
     operations = client_for("ops", roles.OPERATIONS)
     response = operations.post("/operations/halts/", {"scope": "Ticker", "target": "NOPE", "reason": "x"})
     assert response.context["form"].errors == {"target": ["Unknown ticker 'NOPE'."]}
+    response = operations.post("/operations/halts/", {"scope": "Nope", "target": "COIN", "reason": "x"})
+    assert response.context["form"].errors == {"scope": ["Unknown scope 'Nope'; use All, Pool, Ticker or Customer."]}
     operations.post("/operations/halts/", {"scope": "Ticker", "target": "COIN", "reason": "news pending"})
     from orders.kill_switch import halts
 
