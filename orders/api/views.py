@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from broker.api.filters import UtcIsoDateTimeFilter
 from broker.exceptions import Forbidden, NotFound, ValidationFailed
 from broker.models import Customer
 from broker.selectors import customer_for_action, customer_of_user, is_staff
@@ -53,8 +54,8 @@ class OrderFilter(django_filters.FilterSet):
     ticker = django_filters.CharFilter(field_name="ticker__symbol", lookup_expr="iexact")
     status = django_filters.ChoiceFilter(choices=OrderStatus.choices)
     direction = django_filters.ChoiceFilter(choices=Direction.choices)
-    dateFrom = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    dateTo = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    dateFrom = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    dateTo = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Order
@@ -69,8 +70,8 @@ class TradeFilter(django_filters.FilterSet):
         field_name="pool__kind", choices=[("LitPool", "LitPool"), ("DarkPool", "DarkPool")], method="by_exchange_type"
     )
     exchange = django_filters.CharFilter(field_name="pool__name", lookup_expr="iexact")
-    dateFrom = django_filters.IsoDateTimeFilter(field_name="trade_date", lookup_expr="gte")
-    dateTo = django_filters.IsoDateTimeFilter(field_name="trade_date", lookup_expr="lt")
+    dateFrom = UtcIsoDateTimeFilter(field_name="trade_date", lookup_expr="gte")
+    dateTo = UtcIsoDateTimeFilter(field_name="trade_date", lookup_expr="lt")
 
     class Meta:
         model = Trade

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+import zoneinfo
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -787,6 +789,8 @@ def test_order_list_filters(mixed_orders: dict[str, Order], query: dict[str, str
         ("/api/trades", {"exchangeType": "Bogus"}, "exchangeType"),
         ("/api/trades", {"orderId": "not-a-uuid"}, "orderId"),
         ("/api/trades", {"dateTo": "2024-13-45"}, "dateTo"),
+        # valid ISO 8601 whose instant is past year 9999 in UTC
+        ("/api/trades", {"dateFrom": "9999-12-31T23:00:00-05:00"}, "dateFrom"),
     ],
 )
 def test_invalid_filter_value_is_400_naming_it(market: Market, path: str, query: dict[str, str], field: str) -> None:
@@ -794,6 +798,23 @@ def test_invalid_filter_value_is_400_naming_it(market: Market, path: str, query:
 
     assert response.status_code == 400
     assert field in response.json()
+
+
+def test_a_date_filter_with_an_offset_means_that_instant(market: Market) -> None:
+    order = placed(quantity=100, price="200.00")
+    created = order.created_at.astimezone(UTC)
+
+    def count(moment: datetime) -> int:
+        response = client_for("000002").get("/api/orders", {"dateFrom": moment.isoformat()})
+        assert response.status_code == 200
+        return int(response.json()["count"])
+
+    # the same instant written in New York time and a minute later
+    new_york = zoneinfo.ZoneInfo("America/New_York")
+    assert count((created - timedelta(seconds=1)).astimezone(new_york)) == 1
+    assert count((created + timedelta(minutes=1)).astimezone(new_york)) == 0
+    # an offset Python allows and Postgres would refuse (beyond 16 hours) is still that instant
+    assert count((created - timedelta(seconds=1)).astimezone(timezone(-timedelta(hours=20, minutes=3)))) == 1
 
 
 @pytest.mark.parametrize("page_size", ["abc", "0", "-1"])
