@@ -69,6 +69,26 @@ def test_a_job_fetches_its_tickers_in_parallel_and_ends_partial_with_named_failu
     assert job["failures"] == []
 
 
+def test_the_tickers_of_a_job_are_fetched_at_the_same_time(stack: Stack) -> None:
+    # given a Yahoo that takes a moment over every answer
+    stack.yahoo.mode, stack.yahoo.delay = "slow", 0.5
+    stack.yahoo.max_in_flight = 0
+    token = broker_services.api_token_for_staff(username="desk").key
+    try:
+        # when one job asks for two tickers
+        with httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Token {token}"}) as client:
+            response = client.post("/api/market-data", json={"tickers": ["AAPL", "MSFT"]})
+            seen, job = _job_states(client, response.json()["jobId"])
+    finally:
+        stack.yahoo.mode = "ok"
+
+    # then both workers' fetches were in flight together (the group ran in parallel), and the job finished
+    assert stack.yahoo.max_in_flight >= 2
+    assert seen[-1] == "partial"  # MSFT's quote has no recording
+    assert job["results"]["AAPL"]["history"] == "253 bars 2020-01-02..2020-12-31"
+    assert job["results"]["MSFT"]["history"] == "252 bars 2021-02-01..2022-01-28"
+
+
 def test_while_yahoo_refuses_orders_go_on_and_a_later_job_succeeds(stack: Stack) -> None:
     make_pools()
     make_customers()

@@ -57,6 +57,10 @@ class YahooServer:
         self.mode = "ok"
         self.delay = 5.0
         self.requests: list[str] = []
+        # Requests being answered right now, and the most seen at once: proof that fetches ran in parallel.
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self.port = 0
 
@@ -73,9 +77,16 @@ class YahooServer:
 
             def do_GET(self) -> None:
                 outer.requests.append(self.path)
-                if outer.mode == "slow":
-                    time.sleep(outer.delay)
-                status, body, headers = outer.answer(self.path)
+                with outer._lock:
+                    outer.in_flight += 1
+                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                try:
+                    if outer.mode == "slow":
+                        time.sleep(outer.delay)
+                    status, body, headers = outer.answer(self.path)
+                finally:
+                    with outer._lock:
+                        outer.in_flight -= 1
                 try:
                     self.send_response(status)
                     for name, value in headers.items():
