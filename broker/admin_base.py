@@ -9,9 +9,19 @@ from django.http import HttpRequest
 
 
 class RecordAdmin(admin.ModelAdmin):
-    """Browse, filter and search; never add or delete here: the services keep these consistent."""
+    """Records only the services write (orders, children, trades, venue books and executions, logs):
+    browse, filter and search; never add, change or delete, not even as a superuser.
+
+    A Save on a change page is an unlocked full-row UPDATE of values read before the form was posted:
+    it would overwrite whatever a service wrote meanwhile under its row lock (a fill, a status, a
+    book's sequence). Changes to these records go through services (kill switch, corrections,
+    reconciliation, market-data jobs), from the screens, the API or an admin action.
+    """
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -19,10 +29,21 @@ class RecordAdmin(admin.ModelAdmin):
 
 
 class AppendOnlyAdmin(RecordAdmin):
-    """Audit logs and drop copies: not even editable."""
+    """Audit logs and drop copies: append-only rows, read-only here like every service record."""
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+
+class ServiceFormAdmin(admin.ModelAdmin):
+    """A record staff change through a form whose Save calls services (a reconciliation break): no
+    add or delete here, and `save_model` must hand each change to a service, never `obj.save()`."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must save through a service")
 
 
 def short_uuid(value: object) -> str:

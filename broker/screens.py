@@ -15,6 +15,7 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django_htmx.middleware import HtmxDetails
 
+from broker import access
 from broker.exceptions import ApplicationError
 
 
@@ -30,15 +31,18 @@ View = TypeVar("View", bound=Callable[..., HttpResponseBase])
 
 
 def screen(*permissions: str) -> Callable[[View], View]:
-    """A staff screen: anonymous users go to the login page; a user without `permissions` gets the 403 page."""
+    """A staff screen: anonymous users go to the login page; a user who is not staff holding every one of
+    `permissions` (`broker.access`, as the API and the fills stream check them) gets the 403 page naming
+    the first one missing."""
 
     def decorate(view: View) -> View:
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
-            if not request.user.is_active or not request.user.has_perms(permissions):
-                raise PermissionDenied("You do not have permission to open this screen.")
+            for permission in permissions:
+                if not access.staff_may(user=request.user, permission=permission):
+                    raise PermissionDenied(access.permission_message(permission))
             return view(request, *args, **kwargs)
 
         return cast(View, wrapper)

@@ -12,6 +12,7 @@ from django.contrib.auth.models import AbstractUser
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
+from broker import roles
 from broker.exceptions import ApplicationError
 from broker.models import Customer, Ticker
 
@@ -64,14 +65,26 @@ def api_token_for_customer(*, customer_id: str, rotate: bool = False) -> Token:
 
 
 @transaction.atomic
-def api_token_for_staff(*, username: str, rotate: bool = False) -> Token:
+def api_token_for_staff(*, username: str, role: str | None = None, rotate: bool = False) -> Token:
+    """The API token of staff user `username` with `role` (Trader, Operations or Admin), creating both.
+
+    The token carries the user's permissions (`broker.access`), so the role decides what it may do.
+    `role` None keeps an existing user's role; a new user, or one with no role yet, becomes Admin.
+    A different `role` replaces the user's role.
+    """
+    if role is not None and role not in roles.ROLES:
+        raise ApplicationError(f"Unknown role {role!r}; use one of {', '.join(roles.ROLES)}.", field="role")
     user_model = get_user_model()
-    user, created = user_model.objects.get_or_create(username=username, defaults={"is_staff": True})
+    user, created = user_model.objects.select_for_update().get_or_create(
+        username=username, defaults={"is_staff": True}
+    )
     if created:
         user.set_unusable_password()
         user.save()
     elif not user.is_staff:
         raise ApplicationError(f"User {username!r} exists and is not staff.", field="username")
+    if role is not None or not roles.roles_of(user):
+        roles.role_assign(user=user, role=role or roles.ADMIN)
     return _token(user, rotate=rotate)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from decimal import Decimal
 from pathlib import Path
@@ -150,14 +151,38 @@ def _channels_host(redis_url: str, db: int) -> str:
 REDIS_DB_BASE = env_int("REDIS_DB_BASE", 0)
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or _celery_url(REDIS_URL, REDIS_DB_BASE + 1)
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or _celery_url(REDIS_URL, REDIS_DB_BASE + 2)
+# redis-py 8 gives every connection a 5 s read timeout by default (it was None). channels-redis waits
+# for a consumer's next message with a blocking BZPOPMIN of 5 s (`RedisChannelLayer.brpop_timeout`) on
+# such a connection, so on a quiet socket the read timed out first, the consumer died and daphne closed
+# every idle WebSocket with 1011 after ~5 s (channels_redis#422, redis-py#4091). The read timeout must
+# outlast the blocking pop: 15 s is the pop plus a margin, and stays finite so a dead Redis is noticed.
+# channels-redis passes every key of a host dict but "address" to redis-py's ConnectionPool.from_url
+# (for unix:// and redis:// alike); a query-string socket_timeout in REDIS_URL would still win.
+CHANNEL_LAYER_SOCKET_TIMEOUT = 15
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [_channels_host(REDIS_URL, REDIS_DB_BASE + 3)],
+            "hosts": [
+                {
+                    "address": _channels_host(REDIS_URL, REDIS_DB_BASE + 3),
+                    "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT,
+                }
+            ],
             "capacity": 5000,
             "expiry": 30,
         },
+    }
+}
+# Django's cache holds the API throttles' counts (broker/api/throttling.py): in Redis, in a database of
+# its own, so every web process counts against the same limits.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": _channels_host(REDIS_URL, REDIS_DB_BASE + 4),  # redis-py's URL forms, as channels-redis
+        "KEY_PREFIX": "broker",
+        # Short: a hung Redis must not hang API requests (the throttle then lets them through).
+        "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
     }
 }
 
@@ -168,6 +193,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's blocking reads are not hit by redis-py 8's 5 s default read timeout (see CHANNEL_LAYERS):
+# kombu passes its own socket_timeout (None unless set here) to redis-py explicitly, its BRPOP blocks
+# for only 1 s and the worker's event loop reads it without a socket timeout; the result backend passes
+# Celery's redis_socket_timeout (120 s) and is read only by the market-data chord's counter, never by a
+# blocking get. Any socket_timeout added here must stay above kombu's brpop_timeout.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
@@ -193,6 +223,18 @@ CELERY_TASK_ROUTES = {
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
 
+# --- Request size -------------------------------------------------------------------------------
+# A request body held in memory (forms, and the API's JSON: broker.api.parsers applies it before
+# reading) is at most DATA_UPLOAD_MAX_MEMORY_SIZE (Django's default 2.5 MB, settable here); an
+# uploaded file at most FILE_UPLOAD_MAX_BYTES, stopped while it arrives (broker.uploads).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+FILE_UPLOAD_MAX_BYTES = env_int("FILE_UPLOAD_MAX_BYTES", 5 * 1024 * 1024)
+FILE_UPLOAD_HANDLERS = [
+    "broker.uploads.BoundedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+
 # --- Auth and API -------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -217,7 +259,26 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "broker.api.exceptions.exception_handler",
     "COERCE_DECIMAL_TO_STRING": True,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_THROTTLE_CLASSES": ["broker.api.throttling.ScopedUserThrottle"],
 }
+
+
+def _throttle_rate(name: str, default: str) -> str:
+    rate = os.environ.get(name, default).strip()
+    if not re.fullmatch(r"[1-9][0-9]*/(s|second|min|minute|h|hour|day)", rate):
+        raise ValueError(f"{name} is '<requests>/<s|min|h|day>', e.g. 6000/min; not {rate!r}")
+    return rate
+
+
+# API throttles per user (a token is a user) and scope: order entry and cancel, market-data jobs,
+# everything else; over the rate an API request gets 429 with Retry-After. Generous by default: the
+# benchmark sends up to ~800 orders/s from a few tokens and must never be throttled.
+API_THROTTLE_RATES = {
+    "orders": _throttle_rate("API_THROTTLE_ORDERS", "60000/min"),
+    "market-data": _throttle_rate("API_THROTTLE_MARKET_DATA", "600/min"),
+    "default": _throttle_rate("API_THROTTLE_DEFAULT", "60000/min"),
+}
+API_THROTTLE_CACHE = "default"
 SPECTACULAR_SETTINGS = {
     "TITLE": "Broker back office API",
     "DESCRIPTION": "Order entry, trades and the live fill stream of the broker back office.",
@@ -229,6 +290,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The error responses every operation can give (401/403/404/400/413/415/429/503), documented once.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "broker.api.schema.document_errors",
+    ],
 }
 
 # --- Trading ------------------------------------------------------------------------------------
@@ -238,8 +304,15 @@ MAX_ORDER_QUANTITY = env_int("MAX_ORDER_QUANTITY", 1_000_000)
 DARK_MIN_ORDER_QUANTITY = env_int("DARK_MIN_ORDER_QUANTITY", 2000)
 # Simulated liquidity providers: same seed, same books, so a demo or a test is reproducible.
 LIQUIDITY_SEED = env_int("LIQUIDITY_SEED", 20240308)
-# Orders left in New / children left unsent longer than this are re-driven by the sweeper.
+# Orders left in New / children left unsent longer than this are re-driven by the sweeper. An item it
+# re-sent is sent again only if still stuck after the same wait, then after twice that, four times ...
+# never waiting longer than SWEEP_BACKOFF_MAX_SECONDS: a backlog is not multiplied by the sweeper.
 SWEEP_AFTER_SECONDS = env_int("SWEEP_AFTER_SECONDS", 10)
+SWEEP_BACKOFF_MAX_SECONDS = env_int("SWEEP_BACKOFF_MAX_SECONDS", 60)
+# Bulk batches quiet in Validating or Booking this long are resumed by the sweeper (their task was lost
+# or killed); after BULK_MAX_ATTEMPTS resumes that did not finish, the batch ends Failed with a reason.
+BULK_SWEEP_AFTER_SECONDS = env_int("BULK_SWEEP_AFTER_SECONDS", 120)
+BULK_MAX_ATTEMPTS = env_int("BULK_MAX_ATTEMPTS", 3)
 # When trades settle: "T+0" right after the trade (the simulation's default) or "T+1" XNYS business day.
 SETTLEMENT_CYCLE = os.environ.get("SETTLEMENT_CYCLE", "T+0").upper()
 if SETTLEMENT_CYCLE not in ("T+0", "T+1"):

@@ -6,6 +6,7 @@ from django.http import HttpRequest
 
 from broker.admin_base import AppendOnlyAdmin, RecordAdmin, customer_column, price_text, short_uuid, ticker_column
 from broker.exceptions import ApplicationError
+from broker.text import TextFormField
 from orders import kill_switch
 from orders.models import HALT_TARGET_FIELDS, ChildOrder, Halt, HaltEvent, Order, OrderEvent, Trade, TradeVersion
 
@@ -215,6 +216,8 @@ HALT_TARGET_FORM_FIELDS = ("pool", "ticker", "customer")
 
 class HaltForm(forms.ModelForm):
     """Shows the kill switch service's refusals next to the fields they concern."""
+
+    reason = TextFormField(text=kill_switch.REASON_TEXT, required=False, widget=forms.Textarea(attrs={"rows": 2}))
 
     class Meta:
         model = Halt

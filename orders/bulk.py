@@ -6,29 +6,44 @@ and `orders.bulk_book` tasks, which save their progress every `PROGRESS_EVERY` r
 
 Booking is safe to repeat (a redelivered task, a double click): each row is placed with a clientOrderId
 (its own, or `bulk-<batch>-<line>`), so placing it again returns the order it already made.
+
+A batch whose task was lost (broker down at commit) or killed (time limit, worker lost), or whose inline
+booking failed half way, would stay Validating or Booking: the sweeper resumes it once it has been quiet
+for BULK_SWEEP_AFTER_SECONDS (`bulk_batches_sweep`), and booking continues where it stopped (the rows
+are saved every `ROWS_SAVE_EVERY` bookings; rows placed since are found again by their clientOrderId).
+After BULK_MAX_ATTEMPTS resumes the batch ends Failed, with the reason on its screen.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import random
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import connection, transaction
+from django.utils import timezone
 
 from broker.exceptions import ApplicationError
 from broker.models import Customer, Ticker
+from broker.uploads import upload_limit_message
 from orders import services
 from orders.models import BulkBatch, BulkStatus, Direction, OrderType, TimeInForce
 from orders.validation import ORDER_FIELDS, REQUIRED_FIELDS, order_entry_resolve
 
 BULK_INLINE_ROWS = 100
 BULK_MAX_ROWS = 20_000
-BULK_MAX_BYTES = 5 * 1024 * 1024
-PROGRESS_EVERY = 25
+BULK_MAX_BYTES = settings.FILE_UPLOAD_MAX_BYTES  # broker.uploads stops a larger file while it arrives
+PROGRESS_EVERY = 25  # rows between progress writes (the count only; they also show the batch is alive)
+ROWS_SAVE_EVERY = 500  # booked rows between saves of the rows themselves (the whole file: not every 25)
 MAX_GENERATED = 5000
+
+logger = logging.getLogger(__name__)
 
 
 class BulkFileError(ApplicationError):
@@ -38,10 +53,17 @@ class BulkFileError(ApplicationError):
         super().__init__(message, field="file")
 
 
+def parse_upload(*, upload: UploadedFile) -> list[dict[str, str]]:
+    """`parse_csv` of an uploaded file, refused by its recorded size before it is read into memory."""
+    if upload.size is None or upload.size > BULK_MAX_BYTES:
+        raise BulkFileError(upload_limit_message())
+    return parse_csv(content=upload.read())
+
+
 def parse_csv(*, content: bytes) -> list[dict[str, str]]:
     """The file's rows as dicts keyed by the API's field names; refuse a file that is not such a CSV."""
     if len(content) > BULK_MAX_BYTES:
-        raise BulkFileError(f"The file is larger than {BULK_MAX_BYTES // (1024 * 1024)} MB.")
+        raise BulkFileError(upload_limit_message())
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -66,7 +88,9 @@ def parse_csv(*, content: bytes) -> list[dict[str, str]]:
         for row in reader:
             if None in row:
                 raise BulkFileError(f"Line {reader.line_num} has more values than the header has columns.")
-            rows.append({name: (value or "").strip() for name, value in row.items()})
+            # Spaces only: a control character (a line break in a quoted cell) is left for the row's
+            # validation to refuse, naming its column.
+            rows.append({name: (value or "").strip(" ") for name, value in row.items()})
     except csv.Error as error:
         raise BulkFileError(f"Not a readable CSV file: {error}.") from error
     rows = [row for row in rows if any(row.values())]
@@ -118,18 +142,29 @@ def bulk_batch_validate(*, batch_id: int) -> BulkBatch:
     for index, row in enumerate(batch.rows, start=1):
         row["errors"] = _row_errors(row["fields"], actor=batch.created_by)
         if index % PROGRESS_EVERY == 0:
-            BulkBatch.objects.filter(pk=batch.pk).update(processed=index)
+            # `updated_at` too: a batch that makes progress is not one for the sweeper to resume.
+            BulkBatch.objects.filter(pk=batch.pk).update(processed=index, updated_at=timezone.now())
     batch.valid = sum(1 for row in batch.rows if not row["errors"])
     batch.processed = batch.total
     batch.status = BulkStatus.PREVIEW
-    batch.save(update_fields=["rows", "valid", "processed", "status", "updated_at"])
+    # Only from Validating: a duplicate run (a resume while the first was merely slow) finishing after the
+    # batch moved on to Booking must not take it back to Preview.
+    BulkBatch.objects.filter(pk=batch.pk, status=BulkStatus.VALIDATING).update(
+        rows=batch.rows, valid=batch.valid, processed=batch.processed, status=batch.status, updated_at=timezone.now()
+    )
+    batch.refresh_from_db()
     return batch
 
 
 def bulk_batch_book(*, batch_id: int) -> BulkBatch:
     """Start booking the batch's valid rows: now if small, else on a worker. A second call does nothing."""
     claimed = BulkBatch.objects.filter(pk=batch_id, status=BulkStatus.PREVIEW).update(
-        status=BulkStatus.BOOKING, processed=0
+        # A fresh start for the sweeper: the grace period runs from now, with all its attempts.
+        status=BulkStatus.BOOKING,
+        processed=0,
+        updated_at=timezone.now(),
+        swept_at=None,
+        sweeps=0,
     )
     batch = BulkBatch.objects.get(pk=batch_id)
     if not claimed:
@@ -143,25 +178,42 @@ def bulk_batch_book(*, batch_id: int) -> BulkBatch:
 
 
 def bulk_batch_book_rows(*, batch_id: int) -> BulkBatch:
-    """Place every valid row not yet placed, through the order service; record each order's outcome."""
+    """Place every valid row not yet placed, through the order service; record each order's outcome.
+
+    Resumable: rows already recorded with their order are skipped, and a row placed after the last save
+    of the rows (the run was killed) is placed again and gets its order back through its clientOrderId.
+    """
     batch = BulkBatch.objects.select_related("created_by").get(pk=batch_id)
     if batch.status != BulkStatus.BOOKING:
         return batch
-    done = 0
+    done = placed = 0
     for row in batch.rows:
         if row["errors"]:
             continue
         done += 1
         if "orderId" not in row:
             _book_row(batch, row)
+            placed += 1
+            if placed % ROWS_SAVE_EVERY == 0:
+                # What a resume skips. Not every row: each save writes the whole file.
+                BulkBatch.objects.filter(pk=batch.pk).update(rows=batch.rows, processed=done, updated_at=timezone.now())
+                continue
         if done % PROGRESS_EVERY == 0:
-            # Only the count: the rows (the whole file) are written once at the end. A redelivered task
-            # places every row again and gets the same orders back through their clientOrderIds.
-            BulkBatch.objects.filter(pk=batch.pk).update(processed=done)
+            # The count, and `updated_at`: a batch that makes progress is not one for the sweeper.
+            BulkBatch.objects.filter(pk=batch.pk).update(processed=done, updated_at=timezone.now())
     batch.processed = done
     batch.booked = sum(1 for row in batch.rows if "orderId" in row)
     batch.status = BulkStatus.BOOKED
-    batch.save(update_fields=["rows", "processed", "booked", "status", "updated_at"])
+    batch.failure_reason = ""  # a run the sweeper had given up on that finished after all: it is booked
+    BulkBatch.objects.filter(pk=batch.pk, status__in=(BulkStatus.BOOKING, BulkStatus.FAILED)).update(
+        rows=batch.rows,
+        processed=batch.processed,
+        booked=batch.booked,
+        status=batch.status,
+        failure_reason="",
+        updated_at=timezone.now(),
+    )
+    batch.refresh_from_db()
     return batch
 
 
@@ -180,6 +232,75 @@ def _book_row(batch: BulkBatch, row: dict[str, Any]) -> None:
     row["orderId"] = str(order.order_id)
     row["status"] = order.status
     row["rejectReason"] = order.reject_reason
+
+
+def bulk_batches_sweep(*, now: datetime | None = None) -> dict[str, int]:
+    """Resume every batch quiet in Validating or Booking for BULK_SWEEP_AFTER_SECONDS (sweeper body).
+
+    Each is claimed first (`_batches_claim`), so concurrent sweeps never both resume it and a resumed
+    batch gets the grace period again before the next attempt. A batch claimed more than
+    BULK_MAX_ATTEMPTS times ends Failed, with where it stopped as the reason shown on its screen.
+    The tasks are published before the claims commit: a broker that cannot be reached rolls the claims
+    back with the error, and no attempt is spent on a resume that was never sent.
+    """
+    from orders.tasks import bulk_book, bulk_validate
+
+    now = now or timezone.now()
+    resumed = failed = 0
+    with transaction.atomic():
+        for batch_id, status, attempts, processed, total, valid in _batches_claim(now=now):
+            if attempts > settings.BULK_MAX_ATTEMPTS:
+                BulkBatch.objects.filter(pk=batch_id).update(
+                    status=BulkStatus.FAILED,
+                    failure_reason=_failure_reason(
+                        status=status, processed=processed, total=total, valid=valid, attempts=attempts - 1
+                    ),
+                    updated_at=now,
+                )
+                failed += 1
+                continue
+            (bulk_validate if status == BulkStatus.VALIDATING else bulk_book).delay(batch_id)
+            resumed += 1
+    if resumed or failed:
+        logger.warning("sweeper resuming %d bulk batches, failing %d", resumed, failed)
+    return {"batches": resumed, "batches_failed": failed}
+
+
+def _batches_claim(*, now: datetime) -> list[tuple[int, str, int, int, int, int]]:
+    """Claim the batches quiet in Validating or Booking past the grace period, counting the attempt.
+
+    Quiet: neither progress (`updated_at`, written every PROGRESS_EVERY rows) nor a claim (`swept_at`)
+    within BULK_SWEEP_AFTER_SECONDS. One conditional UPDATE; rows another sweep holds are skipped.
+    """
+    cutoff = now - timedelta(seconds=settings.BULK_SWEEP_AFTER_SECONDS)
+    table = connection.ops.quote_name(BulkBatch._meta.db_table)
+    sql = f"""
+        UPDATE {table} AS claimed
+        SET swept_at = %s, sweeps = claimed.sweeps + 1
+        WHERE claimed.id IN (
+            SELECT id FROM {table}
+            WHERE status IN (%s, %s) AND updated_at < %s AND (swept_at IS NULL OR swept_at < %s)
+            ORDER BY id
+            LIMIT 100
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING claimed.id, claimed.status, claimed.sweeps, claimed.processed, claimed.total, claimed.valid
+    """  # noqa: S608 (only the table name is formatted in)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now, BulkStatus.VALIDATING, BulkStatus.BOOKING, cutoff, cutoff])
+        return list(cursor.fetchall())
+
+
+def _failure_reason(*, status: str, processed: int, total: int, valid: int, attempts: int) -> str:
+    if status == BulkStatus.VALIDATING:
+        return (
+            f"Validation stopped after {processed} of {total} rows and did not resume after {attempts} attempts. "
+            "Nothing was booked: upload the file again."
+        )
+    return (
+        f"Booking stopped after {processed} of {valid} rows and did not resume after {attempts} attempts. "
+        "The orders it placed stand: check the blotter before booking the remaining rows again."
+    )
 
 
 def bulk_rows_generate(*, count: int, seed: int | None = None) -> list[dict[str, str]]:

@@ -1,4 +1,5 @@
-"""`/ws/fills/`: the live fill stream. Clients get their own customer's fills, staff get every fill."""
+"""`/ws/fills/`: the live fill stream. Clients get their own customer's fills; staff get every fill when
+they may see the blotter (orders.view_blotter), and are refused with 4403 otherwise."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from orders import streaming
+from broker import access
+from broker.exceptions import Forbidden
+from orders import roles, streaming
 
 UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
@@ -48,9 +51,9 @@ class FillsConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _group_for(self, user: Any) -> str | None:
-        if user.is_staff:
-            return streaming.STAFF_GROUP
-        from broker.models import Customer
-
-        customer_id = Customer.objects.filter(user=user).values_list("customer_id", flat=True).first()
-        return streaming.customer_group(customer_id) if customer_id else None
+        """Every fill for staff who may see the blotter, a client's own customer's fills; None: refused."""
+        try:
+            customer = access.customer_scope(user=user, permission=roles.VIEW_BLOTTER)
+        except Forbidden:
+            return None
+        return streaming.STAFF_GROUP if customer is None else streaming.customer_group(customer.customer_id)

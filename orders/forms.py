@@ -8,7 +8,10 @@ from typing import Any, cast
 from django import forms
 
 from broker.models import Customer
+from broker.text import Text, TextFormField
+from orders import kill_switch
 from orders.models import Direction, HaltScope, OrderType, TimeInForce
+from orders.validation import CORRECTION_REASON_TEXT, PRICE_TEXT
 
 # API field name -> ticket form field name
 TICKET_FIELDS = {
@@ -64,7 +67,8 @@ class OrderTicketForm(forms.Form):
         data = self.data
         body: dict[str, Any] = {}
         for api_name, form_name in TICKET_FIELDS.items():
-            value = str(data.get(form_name, "")).strip()
+            # Spaces only: a control character (a trailing newline) is left for the API's check to refuse.
+            value = str(data.get(form_name, "")).strip(" ")
             if value:
                 body[api_name] = value
         quantity = body.get("quantity")
@@ -80,26 +84,42 @@ class BulkUploadForm(forms.Form):
 
 
 class BulkGenerateForm(forms.Form):
-    count = forms.CharField(
-        label="Number of orders", required=False, initial="50", widget=forms.TextInput(attrs={"inputmode": "numeric"})
+    count = TextFormField(
+        text=Text(max_length=6),
+        label="Number of orders",
+        required=False,
+        initial="50",
+        widget=forms.TextInput(attrs={"inputmode": "numeric"}),
     )
 
 
 class HaltForm(forms.Form):
     # A plain field with a select: the kill-switch service checks the scope, so a bad one gets one message.
-    scope = forms.CharField(required=False, widget=forms.Select(choices=HaltScope.choices), initial=HaltScope.TICKER)
-    target = forms.CharField(
+    scope = TextFormField(
+        text=Text(max_length=max(len(scope) for scope in HaltScope.values)),
+        required=False,
+        widget=forms.Select(choices=HaltScope.choices),
+        initial=HaltScope.TICKER,
+    )
+    target = TextFormField(
+        text=kill_switch.TARGET_TEXT,
         required=False,
         help_text="Pool name, ticker symbol or customer id; empty for All.",
         widget=forms.TextInput(attrs={"placeholder": "e.g. COIN"}),
     )
-    reason = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "why trading stops"}))
+    reason = TextFormField(
+        text=kill_switch.REASON_TEXT, required=False, widget=forms.TextInput(attrs={"placeholder": "why trading stops"})
+    )
 
 
 class TradeCorrectionForm(forms.Form):
     action = forms.ChoiceField(
         choices=[("amend", "Amend"), ("bust", "Bust")], initial="amend", widget=forms.RadioSelect
     )
-    price = forms.CharField(required=False, help_text="New price; empty keeps it.")
-    quantity = forms.CharField(required=False, help_text="New, lower quantity; empty keeps it.")
-    reason = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "agreed with the venue"}))
+    price = TextFormField(text=PRICE_TEXT, required=False, help_text="New price; empty keeps it.")
+    quantity = TextFormField(text=Text(max_length=20), required=False, help_text="New, lower quantity; empty keeps it.")
+    reason = TextFormField(
+        text=CORRECTION_REASON_TEXT,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "agreed with the venue"}),
+    )

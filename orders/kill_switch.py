@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from broker.exceptions import ApplicationError
 from broker.models import Customer, Ticker
+from broker.text import Text
 from orders.models import HALT_TARGET_FIELDS, Halt, HaltEvent, HaltScope, Order
 from pools.models import Pool
 
@@ -26,6 +27,15 @@ Actor = AbstractBaseUser | AnonymousUser | str | None
 SCOPE_PRECEDENCE = [HaltScope.ALL, HaltScope.POOL, HaltScope.TICKER, HaltScope.CUSTOMER]
 # A reason ends up in Order.reject_reason, so it must fit there.
 REASON_MAX_LENGTH = Order._meta.get_field("reject_reason").max_length or 200
+# The reason is one line (it is quoted in reject reasons), as long as a reject reason; the target is a
+# pool name, a ticker symbol or a customer id, as long as the longest of them.
+REASON_TEXT = Text(max_length=REASON_MAX_LENGTH)
+TARGET_TEXT = Text(
+    max_length=max(
+        Text.of(model, name).max_length
+        for model, name in [(Pool, "name"), (Ticker, "symbol"), (Customer, "customer_id")]
+    )
+)
 
 _TARGET_MODELS: dict[str, type[Pool] | type[Ticker] | type[Customer]] = {
     HaltScope.POOL: Pool,
@@ -60,6 +70,7 @@ def halt_validate(*, scope: str, target_id: int | None, active: bool, reason: st
             raise ApplicationError(f"A {scope} halt needs a target.", field="target")
         if not target_model.objects.filter(pk=target_id).exists():
             raise ApplicationError(f"Unknown {scope.lower()} {target_id}.", field="target")
+    REASON_TEXT.require(reason, field="reason")
     if active and not reason.strip():
         raise ApplicationError("Say why trading is halted.", field="reason")
 
@@ -72,7 +83,7 @@ def halt_set(*, scope: str, target_id: int | None, active: bool, reason: str, ac
     toggles of one target serialize. Asking for the state it already has is a no-op on the row, but the
     request is still recorded as a `HaltEvent` with its reason.
     """
-    reason = reason.strip()
+    reason = REASON_TEXT.require(reason, field="reason")  # checked as sent, before stripping hides a newline
     halt_validate(scope=scope, target_id=target_id, active=active, reason=reason)
     target: dict[str, int | None] = {f"{field_name}_id": None for field_name in HALT_TARGET_FIELDS.values()}
     if scope in HALT_TARGET_FIELDS:
@@ -114,7 +125,7 @@ def halt_target_id(*, scope: str, target: str | None) -> int | None:
         return None
     if target is None or not target.strip():
         raise ApplicationError(f"A {scope} halt needs a target.", field="target")
-    target = target.strip()
+    target = TARGET_TEXT.require(target, field="target")
     lookups: dict[str, QuerySet[Pool] | QuerySet[Ticker] | QuerySet[Customer]] = {
         HaltScope.POOL: Pool.objects.filter(name=target),
         HaltScope.TICKER: Ticker.objects.filter(symbol=target),

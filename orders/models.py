@@ -45,7 +45,8 @@ FINAL_ORDER_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, Ord
 
 # The order pipeline as data: the one table `orders.services._transition` checks.
 ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
-    OrderStatus.NEW: frozenset({OrderStatus.ROUTED, OrderStatus.REJECTED, OrderStatus.CANCELLED}),
+    # New -> Expired: a Day order held unrouted by a halt still expires at the close.
+    OrderStatus.NEW: frozenset({OrderStatus.ROUTED, OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED}),
     OrderStatus.ROUTED: frozenset(
         {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED}
     ),
@@ -105,6 +106,10 @@ class Order(models.Model):
     entered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # The sweeper's claim (orders.services.orders_sweep): when it last re-sent the routing of this order
+    # while it was stuck New, and how often since it last changed. Never bumps `updated_at`.
+    swept_at = models.DateTimeField(null=True, blank=True, editable=False)
+    sweeps = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -170,6 +175,10 @@ class ChildOrder(models.Model):
     # task carries the attempt it was sent for, so a redelivered or duplicated task is a no-op.
     attempt = models.PositiveIntegerField(default=0)
     submitted_attempt = models.PositiveIntegerField(default=0)
+    # The sweeper's claim: when it last re-sent the current attempt's match task, and how often since
+    # the child last changed (the wait before the next re-send doubles each time).
+    swept_at = models.DateTimeField(null=True, blank=True, editable=False)
+    sweeps = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -384,6 +393,7 @@ class BulkStatus(models.TextChoices):
     PREVIEW = "Preview", "Ready to book"
     BOOKING = "Booking"
     BOOKED = "Booked"
+    FAILED = "Failed"  # the sweeper gave up resuming it; `failure_reason` says where it stopped
 
 
 class BulkBatch(models.Model):
@@ -403,6 +413,11 @@ class BulkBatch(models.Model):
     processed = models.PositiveIntegerField(default=0)
     valid = models.PositiveIntegerField(default=0)
     booked = models.PositiveIntegerField(default=0)
+    # A batch quiet in Validating or Booking past a grace period is resumed by the sweeper
+    # (orders.bulk.bulk_batches_sweep), which claims it here; after BULK_MAX_ATTEMPTS it ends Failed.
+    swept_at = models.DateTimeField(null=True, blank=True, editable=False)
+    sweeps = models.PositiveIntegerField(default=0, editable=False)
+    failure_reason = models.CharField(max_length=300, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bulk_batches")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -1,10 +1,32 @@
-"""Order writes: place, route, match at a venue, cancel, sweep. The order state machine lives here.
+"""Order writes: place, route, match at a venue, cancel, settle, correct, sweep. The order state machine lives here.
 
-Locking order, everywhere, so concurrent workers cannot deadlock:
-    venue book rows (by pool id)  ->  parent orders (by id)  ->  child orders (by id)
+Lock order: every write path (here, in `pools.services` and in `settlement.services`) takes its row locks
+in this one global order, skipping what it does not need, so no two transactions wait for each other
+in a cycle:
+    customer (placement only)
+      -> venue books (by pool id)
+      -> parent orders (by id)
+      -> child orders (by id)
+      -> trades (by id)
+      -> venue executions (corrections only)
+      -> ledger: postings, accounts (created in key order; otherwise only referenced, never locked)
+      -> reservations (by order id)
+Settlement starts at the trade (it locks no order), placement at the customer, matching at its book.
+
+Lock strength: every row lock is FOR NO KEY UPDATE (`select_for_update(no_key=True, of=("self",))`),
+never FOR UPDATE. Our foreign keys are DEFERRABLE INITIALLY DEFERRED, so every row a transaction
+inserts takes FOR KEY SHARE on the rows it references (customer, ticker, pool, order, child, execution)
+at COMMIT, that is out of the order above. FOR KEY SHARE conflicts only with FOR UPDATE (and with
+deleting or re-keying a row, which no path does), so with no-key locks those checks never wait. With
+FOR UPDATE they did: settlement held a trade and its order's reservation and, at commit, checked its
+event's order and child, which matching (or a cancel, or a correction) held while it waited for that
+reservation or trade; Postgres killed one of them (issue 10, item 4).
+
 A book row lock (`pools.services.book_lock`) is the one-matcher-per-(pool, ticker) guarantee. A child is
-only ever changed while the book of its current venue is locked (matching, re-routing, cancelling), and
-a parent's fill totals only while the parent row is locked.
+only ever changed while the book of its current venue is locked (matching, re-routing, cancelling) or,
+once its order is finished, by a correction holding that order; a parent's fill totals only while the
+parent row is locked. Cancels and corrections also run again after a deadlock or serialization failure
+(`broker.transactions.retry_on_lock_conflict`), a last line of defence that answers 503, never 500.
 
 Side effects (enqueueing tasks, streaming fills) run only after commit, through `_Effects`.
 """
@@ -12,6 +34,7 @@ Side effects (enqueueing tasks, streaming fills) run only after commit, through 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -26,6 +49,7 @@ from django.utils import timezone
 from broker.exceptions import ApplicationError, Conflict, NotFound
 from broker.marketdata import services as marketdata_services
 from broker.models import Customer, Ticker
+from broker.transactions import retry_on_lock_conflict
 from orders import kill_switch, routing
 from orders.models import (
     CHILD_TRANSITIONS,
@@ -42,7 +66,7 @@ from orders.models import (
     Trade,
     TradeVersion,
 )
-from orders.validation import OrderRequest
+from orders.validation import CORRECTION_REASON_TEXT, OrderRequest
 from pools import selectors as pool_selectors
 from pools import services as pool_services
 from pools.liquidity import round_to_tick
@@ -210,11 +234,13 @@ def order_place(*, request: OrderRequest, customer: Customer, ticker: Ticker, ac
 
     The same clientOrderId with the same body returns the original order (created=False); with a
     different body it is a Conflict. Concurrent repeats are arbitrated by the unique constraint.
+    Locks: the customer (FOR NO KEY UPDATE, first in the global order), then inserts the order and its
+    reservation; nothing else.
     """
     fingerprint = request.fingerprint()
     # One placement at a time per customer: the risk check and the reservation it makes must see every
     # earlier order of the customer (locks: customer before anything of the order flow).
-    Customer.objects.select_for_update().filter(pk=customer.pk).first()
+    Customer.objects.select_for_update(no_key=True).filter(pk=customer.pk).first()
     if request.client_order_id:
         existing = Order.objects.filter(customer=customer, client_order_id=request.client_order_id).first()
         if existing is not None:
@@ -298,10 +324,13 @@ def _pre_trade_refusal(*, order: Order, ticker: Ticker) -> str:
 # --- routing ---------------------------------------------------------------------------------------
 
 
-def _venues(kind: str, *, halted: set[int] | None = None) -> list[routing.Venue]:
+# Halted venues are invisible to the order flow: no child is sent there, and their quotes count neither in
+# the depth the router and fill-or-kill take from nor in the NBBO midpoint that steers dark routing and
+# prices dark fills. `halted` is always `kill_switch.halted_pool_ids()`, read once per decision.
+
+
+def _venues(kind: str, *, halted: Collection[int]) -> list[routing.Venue]:
     """The venues orders may go to now: active, and not halted by the kill switch."""
-    if halted is None:
-        halted = kill_switch.halted_pool_ids()
     return [
         routing.Venue(pool_id=pool.pk, name=pool.name, maker_fee=pool.maker_fee, taker_fee=pool.taker_fee)
         for pool in pool_selectors.pools_active(kind=kind)
@@ -309,36 +338,78 @@ def _venues(kind: str, *, halted: set[int] | None = None) -> list[routing.Venue]
     ]
 
 
-def _depth(order: Order) -> list[routing.Level]:
+def _depth(order: Order, *, halted: Collection[int]) -> list[routing.Level]:
     return [
         routing.Level(pool_id=level.pool_id, price=level.price, quantity=level.quantity)
-        for level in pool_selectors.lit_depth(ticker_id=order.ticker_id, side=order.direction, limit=order.venue_limit)
+        for level in pool_selectors.lit_depth(
+            ticker_id=order.ticker_id, side=order.direction, limit=order.venue_limit, exclude_pool_ids=halted
+        )
     ]
+
+
+def _midpoint(*, ticker_id: int, halted: Collection[int]) -> Decimal | None:
+    return pool_selectors.nbbo(ticker_id=ticker_id, exclude_pool_ids=halted).midpoint
+
+
+def _is_immediate(*, order_type: str, time_in_force: str) -> bool:
+    """IOC, FOK and every Market order trade now or never: they never wait out a halt."""
+    return order_type == OrderType.MARKET or time_in_force in (TimeInForce.IOC, TimeInForce.FOK)
+
+
+def _fit_reason(text: str) -> str:
+    # Order.reject_reason holds it.
+    limit = kill_switch.REASON_MAX_LENGTH
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _no_lit_venue_reason(*, order: Order, halted: Collection[int]) -> str:
+    """Why no lit venue can take the order now: the halt of one of them, or none being active."""
+    halted_lit = sorted(pool.pk for pool in pool_selectors.pools_active(kind=PoolKind.LIT) if pool.pk in halted)
+    if not halted_lit:
+        return "no active lit venue to route to"
+    halt = kill_switch.halt_reason(customer_id=order.customer_id, ticker_id=order.ticker_id, pool_id=halted_lit[0])
+    return _fit_reason(f"every lit venue is halted ({halt})")
 
 
 def order_route(*, order_id: int) -> Order | None:
     """Split a New order into child orders, choose a venue for each, and send them (task body).
 
-    Replaying it for an order that is no longer New is a no-op.
+    The halt rule. An immediate order (IOC, FOK, or any Market order) that a halt keeps from trading
+    now - a ticker, customer or All halt covering it, or every lit venue halted - ends Cancelled with
+    the halt as its reason, its reservation released: it never trades hours later at a stale price.
+    A Day or GTC Limit order waits New instead; the sweeper re-drives it every few seconds (a cheap
+    no-op) and it is routed once the halt is lifted (or it expires at the close, Day in calendar mode).
+    Halted venues are skipped (see `_venues`). Replaying it for an order that is no longer New is a no-op.
     """
     order = Order.objects.filter(pk=order_id).select_related("ticker").first()
     if order is None or order.status != OrderStatus.NEW:
         return order
-    if kill_switch.halt_reason(customer_id=order.customer_id, ticker_id=order.ticker_id):
-        # Halted after it was accepted: it waits, New, and the sweeper routes it once trading resumes.
-        return order
-    pool_services.books_ensure(ticker_id=order.ticker_id)
-    if order.time_in_force == TimeInForce.FOK:
-        return _route_fill_or_kill(order_id=order_id)
-
+    immediate = _is_immediate(order_type=order.order_type, time_in_force=order.time_in_force)
+    halt = kill_switch.halt_reason(customer_id=order.customer_id, ticker_id=order.ticker_id)
+    if halt:
+        # Halted after it was accepted.
+        return _order_cancel_unrouted(order_id=order_id, reason=halt) if immediate else order
     # The snapshot is read before taking the order lock: it only steers where children go; the venue
     # decides what actually fills.
     halted = kill_switch.halted_pool_ids()
-    lit, dark = _venues(PoolKind.LIT, halted=halted), _venues(PoolKind.DARK, halted=halted)
-    midpoint = pool_selectors.nbbo(ticker_id=order.ticker_id).midpoint
-    depth = _depth(order)
+    lit = _venues(PoolKind.LIT, halted=halted)
+    if not lit:
+        if immediate:
+            return _order_cancel_unrouted(order_id=order_id, reason=_no_lit_venue_reason(order=order, halted=halted))
+        return order
+    pool_services.books_ensure(ticker_id=order.ticker_id)
+    if order.time_in_force == TimeInForce.FOK:
+        return _route_fill_or_kill(order_id=order_id, halted=halted)
+
+    dark = _venues(PoolKind.DARK, halted=halted)
+    midpoint = _midpoint(ticker_id=order.ticker_id, halted=halted)
+    depth = _depth(order, halted=halted)
     with transaction.atomic():
-        order = Order.objects.select_for_update(of=("self",)).select_related("customer", "ticker").get(pk=order_id)
+        order = (
+            Order.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("customer", "ticker")
+            .get(pk=order_id)
+        )
         if order.status != OrderStatus.NEW:
             return order
         plans = routing.plan_children(
@@ -405,11 +476,12 @@ class _FillOrKillMissed(Exception):
     """Raised inside the fill-or-kill transaction to roll every child's fill back."""
 
 
-def _route_fill_or_kill(*, order_id: int) -> Order:
+def _route_fill_or_kill(*, order_id: int, halted: Collection[int]) -> Order:
     """FOK is all-or-nothing for the whole parent: check and fill across venues in one transaction.
 
-    Every lit book of the ticker is locked (in pool order) first, so the liquidity counted is the
-    liquidity taken; if anything falls short the whole transaction rolls back and the order is killed.
+    Every lit book of the ticker that is not halted is locked (in pool order) first, so the liquidity
+    counted (on those venues only) is the liquidity taken; if anything falls short the whole transaction
+    rolls back and the order is killed.
     """
     reason = ""
     try:
@@ -417,13 +489,17 @@ def _route_fill_or_kill(*, order_id: int) -> Order:
             ticker_id = Order.objects.values_list("ticker_id", flat=True).get(pk=order_id)
             books = [
                 pool_services.book_lock(pool_id=venue.pool_id, ticker_id=ticker_id)
-                for venue in sorted(_venues(PoolKind.LIT), key=lambda venue: venue.pool_id)
+                for venue in sorted(_venues(PoolKind.LIT, halted=halted), key=lambda venue: venue.pool_id)
             ]
-            order = Order.objects.select_for_update(of=("self",)).select_related("customer", "ticker").get(pk=order_id)
+            order = (
+                Order.objects.select_for_update(of=("self",), no_key=True)
+                .select_related("customer", "ticker")
+                .get(pk=order_id)
+            )
             if order.status != OrderStatus.NEW:
                 return order
             # The books are locked: this depth is exactly what can be taken.
-            depth = _depth(order)
+            depth = _depth(order, halted=halted)
             available = sum(level.quantity for level in depth)
             if available < order.quantity:
                 reason = f"FOK: only {available} of {order.quantity} available within the limit"
@@ -441,7 +517,7 @@ def _route_fill_or_kill(*, order_id: int) -> Order:
             events: list[OrderEvent] = []
             _transition(order, OrderStatus.ROUTED, actor="router", events=events)
             order.save(update_fields=["status", "updated_at"])
-            venues = {venue.pool_id: venue for venue in _venues(PoolKind.LIT)}
+            venues = {venue.pool_id: venue for venue in _venues(PoolKind.LIT, halted=halted)}
             plans = [
                 routing.ChildPlan(
                     quantity=child_quantity,
@@ -466,11 +542,21 @@ def _route_fill_or_kill(*, order_id: int) -> Order:
             return order
     except _FillOrKillMissed:
         pass
+    return _order_cancel_unrouted(order_id=order_id, reason=reason)
+
+
+def _order_cancel_unrouted(*, order_id: int, reason: str) -> Order:
+    """Finish a New order that will not be routed (FOK killed, immediate order halted): Cancelled with
+    `reason`, its reservation released, the update streamed. A no-op once the order is no longer New."""
     with transaction.atomic():
-        order = Order.objects.select_for_update(of=("self",)).select_related("customer", "ticker").get(pk=order_id)
+        order = (
+            Order.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("customer", "ticker")
+            .get(pk=order_id)
+        )
         if order.status != OrderStatus.NEW:
             return order
-        events = []
+        events: list[OrderEvent] = []
         order.reject_reason = reason
         _transition(order, OrderStatus.CANCELLED, actor="router", events=events, reason=reason)
         order.save(update_fields=["status", "reject_reason", "updated_at"])
@@ -487,15 +573,44 @@ def child_match(*, child_id: int, attempt: int) -> ChildOrder | None:
     """Send a routed child to its venue and record what happened (task body).
 
     Idempotent: a task for an attempt that already reached the venue, or for a child that has since
-    moved or finished, returns without doing anything.
+    moved or finished, returns without doing anything. That is checked twice: first on an unlocked
+    read, so a duplicate (a redelivery, a sweeper's re-send of a task still queued behind a backlog)
+    returns None without queueing on the hot book lock; then, authoritatively, under the lock.
     """
-    peek = ChildOrder.objects.filter(pk=child_id).values("pool_id", "parent__ticker_id", "parent__customer_id").first()
+    peek = (
+        ChildOrder.objects.filter(pk=child_id)
+        .values(
+            "pool_id",
+            "attempt",
+            "submitted_attempt",
+            "status",
+            "parent__ticker_id",
+            "parent__customer_id",
+            "parent__order_type",
+            "parent__time_in_force",
+        )
+        .first()
+    )
     if peek is None or peek["pool_id"] is None:
         return None
-    if kill_switch.halt_reason(
+    # Safe without the lock: these only move forward (attempts grow, a final status stays final), so a
+    # task this read turns away would be turned away under the lock as well.
+    if peek["attempt"] != attempt or peek["submitted_attempt"] >= attempt or peek["status"] in FINAL_CHILD_STATUSES:
+        return None
+    halt = kill_switch.halt_reason(
         customer_id=peek["parent__customer_id"], ticker_id=peek["parent__ticker_id"], pool_id=peek["pool_id"]
-    ):
-        # Halted: the child stays in flight, untouched; the sweeper sends it again after the halt.
+    )
+    if halt:
+        # The halt rule (see `order_route`): an immediate order's child is cancelled, never sent late.
+        if _is_immediate(order_type=peek["parent__order_type"], time_in_force=peek["parent__time_in_force"]):
+            return _child_cancel_halted(
+                child_id=child_id,
+                attempt=attempt,
+                pool_id=peek["pool_id"],
+                ticker_id=peek["parent__ticker_id"],
+                reason=halt,
+            )
+        # A Day/GTC Limit child stays in flight, untouched; the sweeper sends it again after the halt.
         return None
     with transaction.atomic():
         book = pool_services.book_lock(pool_id=peek["pool_id"], ticker_id=peek["parent__ticker_id"])
@@ -514,13 +629,68 @@ def child_match(*, child_id: int, attempt: int) -> ChildOrder | None:
     return child
 
 
+def _child_cancel_halted(*, child_id: int, attempt: int, pool_id: int, ticker_id: int, reason: str) -> ChildOrder:
+    """Cancel an immediate order's child that a halt keeps from its venue, with the halt as reason.
+
+    It never reached the venue for this attempt and an immediate child never rests, so nothing is on a
+    book. The parent can no longer fill completely, so it takes the halt as its reason; when this was
+    its last open child it is finished (Cancelled, with what filled so far), its reservation released.
+    Locks: the child's book, then the parent, then the child (the
+    module's order). Idempotent as `child_match`: a stale attempt or a finished child is left alone.
+    """
+    with transaction.atomic():
+        book = pool_services.book_lock(pool_id=pool_id, ticker_id=ticker_id)
+        parent_id = ChildOrder.objects.values_list("parent_id", flat=True).get(pk=child_id)
+        order = (
+            Order.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("customer", "ticker")
+            .get(pk=parent_id)
+        )
+        child = ChildOrder.objects.select_for_update(of=("self",), no_key=True).get(pk=child_id)
+        if (
+            child.pool_id != book.pool_id
+            or child.attempt != attempt
+            or child.submitted_attempt >= attempt
+            or child.status in FINAL_CHILD_STATUSES
+        ):
+            return child
+        events: list[OrderEvent] = []
+        _child_transition(child, ChildStatus.CANCELLED, actor="kill switch", events=events, reason=reason)
+        child.save(update_fields=["status", "updated_at"])
+        has_open_children = ChildOrder.objects.filter(parent=order).exclude(status__in=FINAL_CHILD_STATUSES).exists()
+        _transition(
+            order,
+            _parent_status_after_fills(order, has_open_children=has_open_children),
+            actor="kill switch",
+            events=events,
+            reason=reason,
+        )
+        # Set even while other children still work: this slice will never fill, so the order can only
+        # end Cancelled, and this is why.
+        order.reject_reason = order.reject_reason or reason
+        if order.is_final:
+            settlement_services.reservation_close(order_ref=order.pk)
+        order.save(update_fields=["status", "reject_reason", "updated_at"])
+        OrderEvent.objects.bulk_create(events)
+        _Effects(orders={order.pk: order}).on_commit()
+    return child
+
+
 def _submit_locked(*, book: Book, child: ChildOrder, effects: _Effects, may_reroute: bool) -> None:
     """Submit the child's open quantity to the locked book and book every resulting fill.
 
-    Caller holds the book lock and is inside a transaction.
+    Caller holds the book lock and is inside a transaction. Locks (FOR NO KEY UPDATE, module docstring):
+    the parents of every child that traded (by id), then those children (by id), then updates the
+    reservations of those parents (by id). The fill-or-kill route holds its order before this locks the
+    makers' parents, which may have lower ids: safe, as that order is New and every other transaction
+    that could lock it (route, cancel) first locks every lit book of the ticker, which the route holds.
     """
     order = child.parent
-    midpoint = pool_selectors.nbbo(ticker_id=order.ticker_id).midpoint if book.pool.kind == PoolKind.DARK else None
+    midpoint = (
+        _midpoint(ticker_id=order.ticker_id, halted=kill_switch.halted_pool_ids())
+        if book.pool.kind == PoolKind.DARK
+        else None
+    )
     result = pool_services.book_submit(
         book=book,
         client_ref=child.pk,
@@ -537,13 +707,19 @@ def _submit_locked(*, book: Book, child: ChildOrder, effects: _Effects, may_rero
     parent_ids = sorted({order.pk, *(maker.parent_id for maker in makers.values())})
     parents = {
         parent.pk: parent
-        for parent in Order.objects.select_for_update(of=("self",))
+        for parent in Order.objects.select_for_update(of=("self",), no_key=True)
         .select_related("customer", "ticker")
         .filter(pk__in=parent_ids)
         .order_by("pk")
     }
     if maker_child_ids:
-        list(ChildOrder.objects.select_for_update(of=("self",)).filter(pk__in=maker_child_ids).order_by("pk"))
+        # The incoming child with the makers, all by id (the global lock order); alone, it is the only
+        # child this transaction touches and its UPDATE below is lock enough.
+        list(
+            ChildOrder.objects.select_for_update(of=("self",), no_key=True)
+            .filter(pk__in={child.pk, *maker_child_ids})
+            .order_by("pk")
+        )
     order = parents[order.pk]
     child.parent = order
     for maker in makers.values():
@@ -687,11 +863,12 @@ def _settle_incoming_child(
     target = None
     if may_reroute:
         can_rest = order.order_type == OrderType.LIMIT and order.time_in_force in (TimeInForce.DAY, TimeInForce.GTC)
+        halted = kill_switch.halted_pool_ids()
         target = routing.next_lit_venue(
             side=order.direction,
             tried=child.venues_tried,
-            lit=_venues(PoolKind.LIT),
-            depth=_depth(order),
+            lit=_venues(PoolKind.LIT, halted=halted),
+            depth=_depth(order, halted=halted),
             can_rest=can_rest,
         )
     if target is None:
@@ -737,21 +914,30 @@ def _parent_status_after_fills(order: Order, *, has_open_children: bool) -> str:
 # --- cancel ------------------------------------------------------------------------------------------
 
 
+@retry_on_lock_conflict()
 def order_cancel(*, order_id: int, actor: Actor | str) -> Order:
-    """Cancel whatever of the order is still open; replaying a cancel is a no-op."""
+    """Cancel whatever of the order is still open; replaying a cancel is a no-op.
+
+    Locks as `_close_out`; runs again after a deadlock or serialization failure (then Busy, a 503).
+    """
     return _close_out(order_id=order_id, actor=actor, to=OrderStatus.CANCELLED, child_to=ChildStatus.CANCELLED)
 
 
+@retry_on_lock_conflict()
 def order_expire(*, order_id: int) -> Order:
-    """Expire a Day order at the market close: like a cancel, by the exchange, status Expired."""
+    """Expire a Day order at the market close: like a cancel, by the exchange, status Expired.
+
+    Locks as `_close_out`; runs again after a deadlock or serialization failure (then Busy).
+    """
     return _close_out(order_id=order_id, actor="market close", to=OrderStatus.EXPIRED, child_to=ChildStatus.EXPIRED)
 
 
 def _close_out(*, order_id: int, actor: Actor | str, to: str, child_to: str) -> Order:
     """Take everything still open of the order off the venues and finish it with status `to`.
 
-    Locks every book of the ticker first (this is rare; matching takes the same locks in the same
-    order), then the order, then its children. Replaying it is a no-op.
+    Locks (FOR NO KEY UPDATE, in the global order of the module docstring): every book of the ticker
+    by pool id (this is rare; matching takes the same locks in the same order), then the order, then
+    its open children by id, then updates its reservation. Replaying it is a no-op.
     """
     ticker_id = Order.objects.values_list("ticker_id", flat=True).get(pk=order_id)
     pool_services.books_ensure(ticker_id=ticker_id)
@@ -760,14 +946,18 @@ def _close_out(*, order_id: int, actor: Actor | str, to: str, child_to: str) -> 
             pool_id: pool_services.book_lock(pool_id=pool_id, ticker_id=ticker_id)
             for pool_id in sorted(Pool.objects.values_list("pk", flat=True))
         }
-        order = Order.objects.select_for_update(of=("self",)).select_related("customer", "ticker").get(pk=order_id)
+        order = (
+            Order.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("customer", "ticker")
+            .get(pk=order_id)
+        )
         if order.status == to:
             return order
         if order.is_final:
             verb = "cancel" if to == OrderStatus.CANCELLED else "expire"
             raise Conflict(f"Order is {order.status}; nothing left to {verb}.", field="status")
         children = list(
-            ChildOrder.objects.select_for_update(of=("self",))
+            ChildOrder.objects.select_for_update(of=("self",), no_key=True)
             .filter(parent=order)
             .exclude(status__in=FINAL_CHILD_STATUSES)
             .order_by("pk")
@@ -790,6 +980,9 @@ def _close_out(*, order_id: int, actor: Actor | str, to: str, child_to: str) -> 
 def orders_expire_day(*, now: datetime | None = None) -> int:
     """Expire every open Day order entered before the last market close (calendar mode only).
 
+    Orders still New (held unrouted by a ticker, customer or every-venue halt) expire too, releasing
+    their reservation. Each order is expired in its own transaction, oldest first; one that fails is
+    logged and left for the next run, and never stops the others from expiring.
     With MARKET_CALENDAR empty the simulated market is open around the clock and nothing expires.
     """
     if not settings.MARKET_CALENDAR:
@@ -800,14 +993,20 @@ def orders_expire_day(*, now: datetime | None = None) -> int:
         time_in_force=TimeInForce.DAY,
         status__in=(OrderStatus.NEW, OrderStatus.ROUTED, OrderStatus.PARTIALLY_FILLED),
         created_at__lt=last_close,
-    ).values_list("pk", flat=True)
-    expired = 0
-    for order_id in list(due[:1000]):
-        try:
-            order_expire(order_id=order_id)
-            expired += 1
-        except Conflict:
-            pass  # it filled or was cancelled meanwhile: nothing to expire
+    ).order_by("pk")
+    expired, after = 0, 0
+    while batch := list(due.filter(pk__gt=after).values_list("pk", "order_id")[:1000]):
+        for order_id, public_id in batch:
+            try:
+                order_expire(order_id=order_id)
+                expired += 1
+            except Conflict:
+                pass  # it filled or was cancelled meanwhile: nothing to expire
+            except Exception:
+                # Keep going: a failure on one order must not keep every order behind it open (and
+                # able to fill) into the next session. The next run tries it again.
+                logger.exception("could not expire Day order %s; it stays open until the next run", public_id)
+        after = batch[-1][0]
     return expired
 
 
@@ -831,11 +1030,14 @@ def trade_settle(*, trade_id: int, today: date | None = None) -> Trade | None:
     """Post a due trade to the ledger and stamp its settlementDate; a no-op if settled or not yet due.
 
     The trade's row lock serializes concurrent settles of the same trade; the ledger's unique
-    constraint would refuse a second posting anyway.
+    constraint would refuse a second posting anyway. Locks (module docstring): the trade (FOR NO KEY
+    UPDATE), then the ledger posting, then its order's reservation. It locks no order or child: the
+    settled event's foreign-key checks take FOR KEY SHARE on them at commit, which no-key locks held by
+    matching, cancels and corrections never block.
     """
     with transaction.atomic():
         trade = (
-            Trade.objects.select_for_update(of=("self",))
+            Trade.objects.select_for_update(of=("self",), no_key=True)
             .select_related("order", "customer", "ticker", "pool")
             .filter(pk=trade_id)
             .first()
@@ -861,7 +1063,10 @@ def trade_settle(*, trade_id: int, today: date | None = None) -> Trade | None:
 
 
 def trades_settle(*, trade_ids: list[int], today: date | None = None) -> int:
-    """Settle each of the trades that is due; returns how many were posted now."""
+    """Settle each of the trades that is due; returns how many were posted now.
+
+    One transaction per trade (see `trade_settle` for its locks), so a batch never holds two trades.
+    """
     posted = 0
     for trade_id in trade_ids:
         before = Trade.objects.filter(pk=trade_id, settlement_date__isnull=True).exists()
@@ -898,6 +1103,7 @@ def _trade_snapshot_change(trade: Trade, *, change: str, reason: str, actor: Act
     )
 
 
+@retry_on_lock_conflict()
 def trade_correct(
     *,
     trade_id: int,
@@ -913,9 +1119,12 @@ def trade_correct(
     when two met). Each trade keeps its previous version; a settled trade gets a reversal of the old
     version and a posting of the new one, an unsettled one just changes what its order has pending;
     children and parents are recounted from their remaining trades. Only for finished orders.
-    Locks: parent orders, then children, then the trades (by id).
+    Locks (FOR NO KEY UPDATE, the global order of the module docstring): the parent orders, their
+    children, the trades (each by id), the venue execution, then the ledger, then the reservations (by
+    order id). Runs again after a deadlock or serialization failure (then Busy, a 503).
     """
-    if not reason.strip():
+    reason = CORRECTION_REASON_TEXT.require(reason, field="reason")  # bounded to TradeVersion.reason, one line
+    if not reason:
         raise ApplicationError("A correction needs a reason.", field="reason")
     if not bust and price is None and quantity is None:
         raise ApplicationError("Give a new price or quantity, or bust the trade.", field="price")
@@ -926,7 +1135,7 @@ def trade_correct(
         trades = list(Trade.objects.filter(execution_id=target.execution_id).order_by("pk"))
         parents = {
             order.pk: order
-            for order in Order.objects.select_for_update(of=("self",))
+            for order in Order.objects.select_for_update(of=("self",), no_key=True)
             .select_related("customer", "ticker")
             .filter(pk__in={trade.order_id for trade in trades})
             .order_by("pk")
@@ -936,12 +1145,12 @@ def trade_correct(
             raise Conflict(f"Order {working[0].order_id} is still working; correct its trades once it is done.")
         children = {
             child.pk: child
-            for child in ChildOrder.objects.select_for_update(of=("self",))
+            for child in ChildOrder.objects.select_for_update(of=("self",), no_key=True)
             .filter(pk__in={trade.child_id for trade in trades})
             .order_by("pk")
         }
         trades = list(
-            Trade.objects.select_for_update(of=("self",))
+            Trade.objects.select_for_update(of=("self",), no_key=True)
             .select_related("pool", "ticker", "customer")
             .filter(pk__in=[trade.pk for trade in trades])
             .order_by("pk")
@@ -959,6 +1168,7 @@ def trade_correct(
             execution_id=current.execution_id, price=new_price, quantity=new_quantity, bust=bust, reason=reason
         )
         versions, events = [], []
+        pending_changes: dict[int, Decimal] = {}
         for trade in trades:
             versions.append(
                 _trade_snapshot_change(trade, change="Bust" if bust else "Amend", reason=reason, actor=actor)
@@ -977,7 +1187,7 @@ def trade_correct(
                     settlement_services.trade_post(trade=_to_settle(trade))
             else:
                 new_cost = Decimal(0) if bust else _trade_cost(trade)
-                settlement_services.reservation_adjust(order_ref=trade.order_id, pending_change=new_cost - old_cost)
+                pending_changes[trade.order_id] = pending_changes.get(trade.order_id, Decimal(0)) + new_cost - old_cost
             events.append(
                 OrderEvent(
                     order=parents[trade.order_id],
@@ -993,6 +1203,9 @@ def trade_correct(
                     },
                 )
             )
+        # Reservations last and by order id, after the ledger (the global lock order).
+        for order_id in sorted(pending_changes):
+            settlement_services.reservation_adjust(order_ref=order_id, pending_change=pending_changes[order_id])
         TradeVersion.objects.bulk_create(versions)
         _recount_after_correction(parents=parents, children=children, events=events, actor=actor)
         OrderEvent.objects.bulk_create(events)
@@ -1048,28 +1261,94 @@ def _recount_after_correction(
 # --- recovery ----------------------------------------------------------------------------------------
 
 
+SWEEP_BATCH = 1000  # items of each kind claimed per sweep; the rest wait for the next sweep
+
+
 def orders_sweep(*, older_than: timedelta | None = None) -> dict[str, int]:
     """Re-drive work whose task may have been lost (broker down at commit, worker killed).
 
-    Orders still New and children whose current attempt never reached its venue are enqueued again;
-    the tasks are idempotent, so a duplicate is harmless.
+    Orders still New and children whose current attempt never reached its venue, unchanged for
+    `older_than` (default SWEEP_AFTER_SECONDS), are claimed (`_sweep_claim`) and their task is sent
+    again: at most once per interval, and each further re-send of the same stuck state waits twice as
+    long as the one before (up to SWEEP_BACKOFF_MAX_SECONDS). Under a backlog, where the tasks are
+    queued rather than lost, the sweeper so adds a few duplicates per item, not a copy of every stuck
+    item every 5 s; and a duplicate match task returns before the book lock (`child_match`).
+
+    The tasks are published before the claims commit, on purpose: if the broker cannot be reached
+    the claims roll back with the error and the next sweep sends them; a task that starts before the
+    commit waits on its claimed row only for the rest of this short transaction.
     """
-    cutoff = timezone.now() - (older_than or timedelta(seconds=settings.SWEEP_AFTER_SECONDS))
+    after = timedelta(seconds=settings.SWEEP_AFTER_SECONDS) if older_than is None else older_than
+    now = timezone.now()
+    cutoff = now - after
     effects = _Effects()
-    effects.routes.extend(
-        Order.objects.filter(status=OrderStatus.NEW, updated_at__lt=cutoff).values_list("pk", flat=True)[:1000]
-    )
-    stuck = (
-        ChildOrder.objects.filter(
-            status__in=(ChildStatus.ROUTED, ChildStatus.PARTIALLY_FILLED),
-            attempt__gt=F("submitted_attempt"),
-            updated_at__lt=cutoff,
+    with transaction.atomic():
+        orders = _sweep_claim(
+            model=Order,
+            stuck="status = %s AND updated_at < %s",
+            params=[OrderStatus.NEW, cutoff],
+            now=now,
+            after=after,
+            returning="claimed.id",
         )
-        .select_related("pool")
-        .only("pk", "attempt", "pool__kind")[:1000]
-    )
-    effects.matches.extend((child.pk, child.attempt, _queue_for(child.pool)) for child in stuck if child.pool)
-    if effects.routes or effects.matches:
-        logger.warning("sweeper re-driving %d orders and %d children", len(effects.routes), len(effects.matches))
-        effects._run()
+        effects.routes.extend(order_id for (order_id,) in orders)
+        children = _sweep_claim(
+            model=ChildOrder,
+            stuck="status IN (%s, %s) AND attempt > submitted_attempt AND pool_id IS NOT NULL AND updated_at < %s",
+            params=[ChildStatus.ROUTED, ChildStatus.PARTIALLY_FILLED, cutoff],
+            now=now,
+            after=after,
+            returning="claimed.id, claimed.attempt, claimed.pool_id",
+        )
+        pools = Pool.objects.in_bulk({pool_id for _, _, pool_id in children})
+        effects.matches.extend(
+            (child_id, attempt, _queue_for(pools[pool_id])) for child_id, attempt, pool_id in children
+        )
+        if effects.routes or effects.matches:
+            logger.warning("sweeper re-driving %d orders and %d children", len(effects.routes), len(effects.matches))
+            effects._run()
     return {"orders": len(effects.routes), "children": len(effects.matches)}
+
+
+def _sweep_claim(
+    *,
+    model: type[Order] | type[ChildOrder],
+    stuck: str,
+    params: list[Any],
+    now: datetime,
+    after: timedelta,
+    returning: str,
+) -> list[tuple[Any, ...]]:
+    """Claim the stuck rows of `model` that are due for a re-send, and return `returning` of each.
+
+    `stuck` is the SQL condition of a stuck row (its placeholders take `params`). A stuck row is due when
+    the sweeper has not re-sent it since the row last changed, or when its last re-send is older than
+    `after` x 2^(re-sends - 1), capped at SWEEP_BACKOFF_MAX_SECONDS. The one conditional UPDATE records
+    the claim in `swept_at` and `sweeps` and leaves `updated_at` alone (the row's last real change).
+    Rows another transaction holds (a matcher, a concurrent sweep) are skipped, not waited for, and a
+    row that changed meanwhile is re-checked against the condition (READ COMMITTED), so two sweeps
+    never both claim, and send, the same row.
+    """
+    table = connection.ops.quote_name(model._meta.db_table)
+    # Only constants go into the text: the table name and the callers' literal conditions.
+    sql = f"""
+        UPDATE {table} AS claimed
+        SET swept_at = %s,
+            sweeps = CASE WHEN claimed.swept_at IS NULL OR claimed.swept_at < claimed.updated_at
+                          THEN 1 ELSE claimed.sweeps + 1 END
+        WHERE claimed.id IN (
+            SELECT id FROM {table}
+            WHERE ({stuck})
+              AND (swept_at IS NULL
+                   OR swept_at < updated_at
+                   OR swept_at <= %s - LEAST(%s * power(2, LEAST(sweeps, 30) - 1), %s) * interval '1 second')
+            ORDER BY id
+            LIMIT %s
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING {returning}
+    """  # noqa: S608
+    backoff: list[Any] = [now, after.total_seconds(), settings.SWEEP_BACKOFF_MAX_SECONDS, SWEEP_BATCH]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now, *params, *backoff])
+        return list(cursor.fetchall())

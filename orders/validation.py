@@ -14,17 +14,34 @@ from typing import Any, cast
 
 from django.conf import settings
 
+from broker.access import customer_for_user
 from broker.exceptions import ApplicationError, Forbidden, ValidationFailed
 from broker.models import Customer, Ticker
-from broker.selectors import customer_for_action, ticker_by_symbol
-from orders.models import Direction, OrderType, TimeInForce
+from broker.roles import ENTER_ORDER
+from broker.selectors import ticker_by_symbol
+from broker.text import Text, text_problems
+from orders.models import Direction, Order, OrderType, TimeInForce, TradeVersion
 
 ORDER_FIELDS = ("customerId", "direction", "ticker", "type", "quantity", "price", "timeInForce", "clientOrderId")
 REQUIRED_FIELDS = ("customerId", "direction", "ticker", "type", "quantity")
 MAX_PRICE = Decimal("1000000")
-CUSTOMER_ID = re.compile(r"^\d{6}$")
-TICKER = re.compile(r"^[A-Z][A-Z0-9.\-]{0,11}$")
-CLIENT_ORDER_ID = re.compile(r"^[\x21-\x7e]{1,64}$")  # printable ASCII, no spaces
+# Matched with fullmatch: `$` would also accept a trailing newline.
+CUSTOMER_ID = re.compile(r"\d{6}", re.ASCII)
+TICKER = re.compile(r"[A-Z][A-Z0-9.\-]{0,11}")
+CLIENT_ORDER_ID = re.compile(r"[\x21-\x7e]{1,64}")  # printable ASCII, no spaces
+PRICE_TEXT = Text(max_length=20)
+CORRECTION_REASON_TEXT = Text.of(TradeVersion, "reason")
+# Every string of an order request: bounded and one line before any other check sees it.
+ORDER_TEXT = {
+    "customerId": Text.of(Customer, "customer_id"),
+    "direction": Text.of(Order, "direction"),
+    "ticker": Text.of(Ticker, "symbol"),
+    "type": Text.of(Order, "order_type"),
+    "price": PRICE_TEXT,
+    "timeInForce": Text.of(Order, "time_in_force"),
+    "clientOrderId": Text.of(Order, "client_order_id"),
+    "quantity": Text(max_length=20),  # a CSV cell or a ticket box sends it as text
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +76,8 @@ def parse_price(value: Any) -> tuple[Decimal | None, str | None]:
     """A positive decimal on the tick: 0.01 at or above $1, 0.0001 below. Returns (price, error)."""
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         return None, 'Must be a decimal number, e.g. "161.90".'
+    if isinstance(value, str) and (problem := PRICE_TEXT.problem(value)):
+        return None, problem
     try:
         price = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
     except InvalidOperation:
@@ -82,19 +101,24 @@ def parse_order_request(data: Any) -> OrderRequest:
     """Validate a raw order request; raise `ValidationFailed` naming every bad field."""
     if not isinstance(data, dict):
         raise ValidationFailed({"body": ["Expected a JSON object with the order's fields."]})
-    errors: dict[str, list[str]] = {}
+    # Every string is bounded and one line before anything else looks at it; a refused one is not
+    # looked at again (its other messages would only repeat the problem).
+    refused = text_problems(data, ORDER_TEXT)
+    errors: dict[str, list[str]] = dict(refused)
 
     def fail(field: str, message: str) -> None:
-        errors.setdefault(field, []).append(message)
+        if field not in refused:
+            errors.setdefault(field, []).append(message)
 
     for name in sorted(set(data) - set(ORDER_FIELDS)):
         fail(name, f"Unknown field. Allowed fields: {', '.join(ORDER_FIELDS)}.")
     for name in REQUIRED_FIELDS:
         if data.get(name) is None:
             fail(name, "This field is required.")
+    data = {name: value for name, value in data.items() if name not in refused}
 
     customer_id = data.get("customerId")
-    if customer_id is not None and not (isinstance(customer_id, str) and CUSTOMER_ID.match(customer_id)):
+    if customer_id is not None and not (isinstance(customer_id, str) and CUSTOMER_ID.fullmatch(customer_id)):
         fail("customerId", 'Must be a six-digit string, e.g. "000002".')
 
     direction = data.get("direction")
@@ -103,7 +127,7 @@ def parse_order_request(data: Any) -> OrderRequest:
 
     ticker = data.get("ticker")
     if ticker is not None:
-        if isinstance(ticker, str) and TICKER.match(ticker.strip().upper()):
+        if isinstance(ticker, str) and TICKER.fullmatch(ticker.strip().upper()):
             ticker = ticker.strip().upper()
         else:
             fail("ticker", 'Must be a ticker symbol, e.g. "COIN".')
@@ -143,7 +167,7 @@ def parse_order_request(data: Any) -> OrderRequest:
 
     client_order_id = data.get("clientOrderId")
     if client_order_id is not None and not (
-        isinstance(client_order_id, str) and CLIENT_ORDER_ID.match(client_order_id)
+        isinstance(client_order_id, str) and CLIENT_ORDER_ID.fullmatch(client_order_id)
     ):
         fail("clientOrderId", "Must be 1 to 64 printable characters without spaces.")
 
@@ -189,7 +213,9 @@ def order_entry_resolve(*, data: Any, user: Any) -> OrderEntry:
     customer = ticker = None
     if "customerId" not in errors and customer_id:
         try:
-            customer = customer_for_action(user=user, customer_id=customer_id)
+            customer = customer_for_user(
+                user=user, customer_id=customer_id, permission=ENTER_ORDER, field="customerId"
+            )
         except Forbidden:
             if request is not None:
                 raise

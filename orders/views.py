@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from broker.exceptions import ApplicationError
 from broker.screens import StaffRequest as HttpRequest
 from broker.screens import add_service_errors, screen
+from broker.uploads import upload_refusal
 from orders import bulk, kill_switch, roles, selectors, services
 from orders.forms import (
     TICKET_FIELDS,
@@ -151,8 +152,9 @@ def bulk_upload(request: HttpRequest) -> HttpResponse:
         try:
             if "generate" in request.POST:
                 generate_form = BulkGenerateForm(request.POST)
-                generate_form.is_valid()
-                count_text = str(request.POST.get("count", "")).strip()
+                if not generate_form.is_valid():  # already next to the field
+                    raise ApplicationError("Check the fields.", errors={})
+                count_text = generate_form.cleaned_data["count"]
                 if not count_text.isdigit():
                     raise ApplicationError("Enter a whole number of orders, e.g. 50.", field="count")
                 rows = bulk.bulk_rows_generate(count=int(count_text))
@@ -160,10 +162,13 @@ def bulk_upload(request: HttpRequest) -> HttpResponse:
             else:
                 upload_form = BulkUploadForm(request.POST, request.FILES)
                 upload_form.is_valid()
+                refused = upload_refusal(request).get("file")
+                if refused:  # stopped while it arrived: never stored, never read
+                    raise bulk.BulkFileError(refused)
                 upload = request.FILES.get("file")
                 if upload is None:
                     raise bulk.BulkFileError("Choose a CSV file of orders.")
-                rows = bulk.parse_csv(content=upload.read())
+                rows = bulk.parse_upload(upload=upload)
                 source = upload.name or "upload.csv"
             batch = bulk.bulk_batch_create(rows=rows, source=source, actor=request.user)
         except ApplicationError as error:
@@ -207,6 +212,8 @@ def _batch_context(batch: BulkBatch) -> dict[str, Any]:
         "percent": int(100 * batch.processed / step_total) if step_total else 100,
         "step_total": step_total,
         "invalid": batch.total - batch.valid if batch.status != BulkStatus.VALIDATING else 0,
+        # A batch that failed while validating (no row counted valid yet) has no preview to show.
+        "validated": batch.status != BulkStatus.VALIDATING and (batch.status != BulkStatus.FAILED or batch.valid > 0),
         "columns": list(TICKET_FIELDS),
         "rows": shown,
         "hidden_rows": len(batch.rows) - len(shown),
@@ -239,17 +246,20 @@ def halts(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = HaltForm(request.POST)
         release = request.POST.get("release")
-        form.is_valid()
-        scope = str(request.POST.get("scope", ""))
-        target = str(request.POST.get("target", "")).strip() or None
-        reason = str(request.POST.get("reason", "")).strip()
         try:
+            if not form.is_valid():  # a string the fields refuse (too long, a control character)
+                raise ApplicationError("Check the fields.", errors={})
+            scope = form.cleaned_data["scope"]
+            target = form.cleaned_data["target"] or None
+            reason = form.cleaned_data["reason"]
             target_id = kill_switch.halt_target_id(scope=scope, target=target)
             kill_switch.halt_set(
                 scope=scope, target_id=target_id, active=not release, reason=reason, actor=request.user
             )
         except ApplicationError as error:
-            if release:
+            if form.errors:
+                pass  # already next to their fields
+            elif release:
                 form = HaltForm()
                 form.add_error(None, error.message)
             else:
@@ -273,16 +283,17 @@ def trade_correct(request: HttpRequest, trade_id: str) -> HttpResponse:
     done = False
     if request.method == "POST":
         form = TradeCorrectionForm(request.POST)
-        form.is_valid()
+        valid = form.is_valid()  # a string the fields refuse (too long, a control character) stops here
+        data = form.cleaned_data
         bust = request.POST.get("action") == "bust"
         errors: dict[str, list[str]] = {}
-        reason = str(request.POST.get("reason", "")).strip()
-        if not reason:
+        reason = data.get("reason", "")
+        if not reason and "reason" not in form.errors:
             errors["reason"] = ["Say why the trade is corrected."]
         price = quantity = None
         if not bust:
-            price_text = str(request.POST.get("price", "")).strip()
-            quantity_text = str(request.POST.get("quantity", "")).strip()
+            price_text = data.get("price", "")
+            quantity_text = data.get("quantity", "")
             if price_text:
                 price, price_error = parse_price(price_text)
                 if price_error:
@@ -295,7 +306,7 @@ def trade_correct(request: HttpRequest, trade_id: str) -> HttpResponse:
             if not price_text and not quantity_text and "price" not in errors:
                 errors["price"] = ["Give a new price, a lower quantity, or both."]
         try:
-            if errors:
+            if errors or not valid:
                 raise ApplicationError("Check the fields.", errors=errors)
             services.trade_correct(
                 trade_id=trade.pk, reason=reason, actor=request.user, price=price, quantity=quantity, bust=bust

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import cast
@@ -29,10 +30,16 @@ class DepthLevel:
     quantity: int
 
 
-def nbbo(*, ticker_id: int) -> Nbbo:
-    """National best bid and offer across the active lit pools' displayed books."""
-    row = Pool.objects.filter(kind=PoolKind.LIT, active=True, books__ticker_id=ticker_id).aggregate(
-        best_bid=Max("books__best_bid"), best_ask=Min("books__best_ask")
+def nbbo(*, ticker_id: int, exclude_pool_ids: Collection[int] = ()) -> Nbbo:
+    """National best bid and offer across the active lit pools' displayed books.
+
+    `exclude_pool_ids`: venues the caller may not trade with now (the order flow passes the halted
+    ones), so their quotes cannot steer routing or set a dark price.
+    """
+    row = (
+        Pool.objects.filter(kind=PoolKind.LIT, active=True, books__ticker_id=ticker_id)
+        .exclude(pk__in=exclude_pool_ids)
+        .aggregate(best_bid=Max("books__best_bid"), best_ask=Min("books__best_ask"))
     )
     return Nbbo(best_bid=row["best_bid"], best_ask=row["best_ask"])
 
@@ -44,10 +51,13 @@ def pools_active(*, kind: str | None = None) -> list[Pool]:
     return list(queryset.order_by("taker_fee", "name"))
 
 
-def lit_depth(*, ticker_id: int, side: str, limit: Decimal | None) -> list[DepthLevel]:
+def lit_depth(
+    *, ticker_id: int, side: str, limit: Decimal | None, exclude_pool_ids: Collection[int] = ()
+) -> list[DepthLevel]:
     """Displayed contra-side liquidity an order of `side` could take, best price first, per pool.
 
-    For a buy these are the asks at or below the limit; for a sell the bids at or above it.
+    For a buy these are the asks at or below the limit; for a sell the bids at or above it. Venues in
+    `exclude_pool_ids` (halted ones, as the order flow passes them) are left out, as in `nbbo`.
     """
     contra = engine.Side.SELL if side == engine.Side.BUY else engine.Side.BUY
     queryset = BookOrder.objects.filter(
@@ -56,7 +66,7 @@ def lit_depth(*, ticker_id: int, side: str, limit: Decimal | None) -> list[Depth
         book__pool__active=True,
         status=BookOrderStatus.OPEN,
         side=contra,
-    )
+    ).exclude(book__pool_id__in=exclude_pool_ids)
     if limit is not None:
         queryset = queryset.filter(price__lte=limit) if side == engine.Side.BUY else queryset.filter(price__gte=limit)
     rows = queryset.values("book__pool_id", "price").annotate(quantity=Sum("remaining"))

@@ -2,6 +2,11 @@
 
 Every function here expects to run inside the caller's transaction with the book row locked by
 `book_lock()`; that lock is what makes one matcher at a time per (pool, ticker).
+
+Locks follow the global order documented in orders/services.py (customer -> books by pool id -> orders
+-> children -> trades -> executions -> ledger -> reservations), always FOR NO KEY UPDATE: book orders and
+executions reference their book (and trades their execution) through deferred foreign keys, whose
+FOR KEY SHARE checks at commit a FOR UPDATE lock would block.
 """
 
 from __future__ import annotations
@@ -51,9 +56,10 @@ def fee_amount(*, per_share: Decimal, quantity: int) -> Decimal:
 def book_lock(*, pool_id: int, ticker_id: int) -> Book:
     """Return the (pool, ticker) book with its row locked for this transaction, creating it if new.
 
-    Caller must be inside `transaction.atomic`. A new book is seeded with provider liquidity.
+    Caller must be inside `transaction.atomic`. A new book is seeded with provider liquidity. Callers
+    that lock several books lock them by pool id, before any order row (module docstring).
     """
-    queryset = Book.objects.select_for_update(of=("self",)).select_related("pool", "ticker")
+    queryset = Book.objects.select_for_update(of=("self",), no_key=True).select_related("pool", "ticker")
     try:
         return queryset.get(pool_id=pool_id, ticker_id=ticker_id)
     except Book.DoesNotExist:
@@ -300,9 +306,13 @@ def pool_seed(*, name: str, kind: str, maker_fee: Decimal, taker_fee: Decimal, d
 def execution_correct(*, execution_id: int, price: Decimal, quantity: int, bust: bool, reason: str) -> Execution:
     """Apply a correction agreed with the venue: keep the old values, recompute fees, or bust it.
 
-    Caller holds the locks of the orders whose trades this execution made.
+    Caller holds the locks of the orders, children and trades this execution made (in that order);
+    this locks the execution row alone (not its pool: FOR UPDATE of the pool would stall every commit
+    that references the venue).
     """
-    execution = Execution.objects.select_for_update().select_related("pool").get(pk=execution_id)
+    execution = (
+        Execution.objects.select_for_update(of=("self",), no_key=True).select_related("pool").get(pk=execution_id)
+    )
     ExecutionCorrection.objects.create(
         execution=execution,
         previous_price=execution.price,

@@ -14,10 +14,12 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from broker.admin_base import AppendOnlyAdmin, RecordAdmin
+from broker.admin_base import AppendOnlyAdmin, ServiceFormAdmin
 from broker.exceptions import ApplicationError
+from broker.text import TextFormField
 from reporting import reconciliation
 from reporting.models import Break, BreakComment, BreakStatus, ReconciliationRun
+from reporting.reconciliation import COMMENT_TEXT, RESOLUTION_TEXT
 
 RUN_PERMISSION = "reporting.run_reconciliation"
 RUN_FIELDS = ("id", "started_at", "finished_at", "triggered_by", "status", "checks_run", "breaks_found", "summary")
@@ -93,8 +95,14 @@ class BreakCommentInline(admin.TabularInline):
 class BreakForm(forms.ModelForm):
     """Assignee, a new comment and a resolution; saving hands each to its service."""
 
-    comment = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3}), required=False, help_text="Added to the history."
+    comment = TextFormField(
+        text=COMMENT_TEXT, widget=forms.Textarea(attrs={"rows": 3}), required=False, help_text="Added to the history."
+    )
+    resolution = TextFormField(
+        text=RESOLUTION_TEXT,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        help_text="Filling this in resolves the break.",
     )
 
     class Meta:
@@ -110,7 +118,7 @@ class BreakForm(forms.ModelForm):
 
 
 @admin.register(Break)
-class BreakAdmin(RecordAdmin):
+class BreakAdmin(ServiceFormAdmin):
     form = BreakForm
     list_display = ["id", "run", "kind", "status", "assignee", "records_short", "expected", "actual", "created_at"]
     list_filter = ["kind", "status", "run", "assignee"]

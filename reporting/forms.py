@@ -6,7 +6,9 @@ from typing import Any, cast
 
 from django import forms
 
+from broker.text import TextFormField
 from orders.forms import customer_choices
+from reporting.reconciliation import COMMENT_TEXT, RESOLUTION_TEXT
 
 
 class TradeSearchForm(forms.Form):
@@ -32,8 +34,8 @@ class TradeSearchForm(forms.Form):
 
 
 class BreakCommentForm(forms.Form):
-    text = forms.CharField(label="Comment", required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    text = TextFormField(text=COMMENT_TEXT, label="Comment", required=False, widget=forms.Textarea(attrs={"rows": 2}))
 
 
 class BreakResolveForm(forms.Form):
-    resolution = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    resolution = TextFormField(text=RESOLUTION_TEXT, required=False, widget=forms.Textarea(attrs={"rows": 2}))

@@ -98,16 +98,16 @@ def ticker(request: HttpRequest, symbol: str) -> HttpResponse:
 @require_POST
 def market_data_refresh(request: HttpRequest) -> HttpResponse:
     """Ask the workers for fresh quotes and history: one ticker (`symbol`) or every active one."""
-    symbol = request.POST.get("symbol", "").strip().upper()
+    raw = request.POST.get("symbol", "")  # parse_symbols checks it as sent, then strips it
+    symbol = ""
     try:
-        symbols = (
-            [symbol]
-            if symbol
+        symbols = marketdata_services.parse_symbols(
+            [raw]
+            if raw.strip()
             else list(marketdata_selectors.tickers_list().filter(active=True).values_list("symbol", flat=True))
         )
-        job = marketdata_services.job_request(
-            symbols=marketdata_services.parse_symbols(symbols), reason="screen", requested_by=request.user.username
-        )
+        symbol = symbols[0] if raw.strip() else ""
+        job = marketdata_services.job_request(symbols=symbols, reason="screen", requested_by=request.user.username)
     except ApplicationError as error:
         messages.error(request, error.message)
         return redirect("reporting:tickers")

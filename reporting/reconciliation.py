@@ -38,6 +38,7 @@ from django.utils import timezone
 
 from broker.exceptions import ApplicationError, Conflict
 from broker.models import Customer
+from broker.text import Text
 from orders.models import Direction, Order, Trade
 from reporting.models import (
     BREAK_TRANSITIONS,
@@ -57,6 +58,10 @@ ZERO = Decimal(0)
 CENT = Decimal("0.01")
 # At most this many ids are listed in one break's records (the totals still count every one).
 LISTED = 50
+# Comments and resolutions are free text (TextFields): line breaks and tabs allowed, other control
+# characters and NUL refused, at most FREE_TEXT_MAX_LENGTH characters.
+COMMENT_TEXT = Text.of(BreakComment, "text")
+RESOLUTION_TEXT = Text.of(Break, "resolution")
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,7 +535,7 @@ def break_assign(*, break_id: int, assignee: AbstractBaseUser, actor: Actor) -> 
 @transaction.atomic
 def break_comment(*, break_id: int, text: str, actor: Actor) -> BreakComment:
     """Add a note to a break's history, in any status."""
-    text = text.strip()
+    text = COMMENT_TEXT.require(text, field="text")
     if not text:
         raise ApplicationError("Write a comment.", field="text")
     item = _locked(break_id)
@@ -542,7 +547,7 @@ def break_comment(*, break_id: int, text: str, actor: Actor) -> BreakComment:
 @transaction.atomic
 def break_resolve(*, break_id: int, resolution: str, actor: Actor) -> Break:
     """Close a break, saying how it was resolved. Resolving a resolved break again is a no-op."""
-    resolution = resolution.strip()
+    resolution = RESOLUTION_TEXT.require(resolution, field="resolution")
     if not resolution:
         raise ApplicationError("Say how the break was resolved.", field="resolution")
     item = _locked(break_id)

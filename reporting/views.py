@@ -5,10 +5,14 @@ reconciliation breaks operations work. Reads only, except the break workflow, wh
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
-from typing import Any
+import io
+from collections.abc import AsyncIterator, Generator
+from typing import Any, cast
 
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -22,6 +26,7 @@ from orders import roles
 from orders import selectors as order_selectors
 from orders.api.serializers import TradeOutputSerializer
 from orders.forms import customer_choices
+from orders.models import Trade
 from reporting import reconciliation
 from reporting.forms import BreakCommentForm, BreakResolveForm, TradeSearchForm
 from reporting.models import Break, BreakStatus, ReconciliationRun
@@ -83,9 +88,45 @@ def trades(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
+# Rows per chunk of the CSV export: one chunk of trades (model instances and their CSV text) is in
+# memory at a time, fetched by one server-side cursor.
+CSV_CHUNK_ROWS = 500
+
+
+def _csv_chunks(queryset: QuerySet[Trade]) -> Generator[str, None, None]:
+    """The export's CSV text, `CSV_CHUNK_ROWS` trades at a time, in the API's trade shape."""
+    serializer = TradeOutputSerializer()  # one serializer for every row: building one per row is slow
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    trades = cast(Generator[Trade, None, None], queryset.iterator(chunk_size=CSV_CHUNK_ROWS))
+    try:
+        for count, trade in enumerate(trades, start=1):
+            data = serializer.to_representation(trade)
+            writer.writerow(["" if data[column] is None else data[column] for column in CSV_COLUMNS])
+            if count % CSV_CHUNK_ROWS == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        if buffer.tell():
+            yield buffer.getvalue()
+    finally:
+        trades.close()  # the server-side cursor, also when the client went away mid-file
+
+
+async def _csv_chunks_async(chunks: Generator[str, None, None]) -> AsyncIterator[str]:
+    """The same chunks for an ASGI server, which would otherwise read a synchronous iterator whole
+    into a list before sending a byte. Each chunk is made by a thread-sensitive `sync_to_async`, so
+    on the request's own thread and database connection, where the server-side cursor lives."""
+
+    def next_chunk() -> str | None:
+        return next(chunks, None)
+
+    try:
+        while (chunk := await sync_to_async(next_chunk)()) is not None:
+            yield chunk
+    finally:
+        await sync_to_async(chunks.close)()
 
 
 @screen(roles.VIEW_BLOTTER)
@@ -94,16 +135,11 @@ def trades_csv(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     form = TradeSearchForm(request.GET)
     if request.GET and not form.is_valid():
         return redirect(f"/trades/?{request.GET.urlencode()}")
-    queryset = order_selectors.trades_search(**_trade_filters(form))
-    writer = csv.writer(_Echo())
-
-    def rows() -> Iterator[str]:
-        yield writer.writerow(CSV_COLUMNS)
-        for trade in queryset.iterator(chunk_size=2000):
-            data = TradeOutputSerializer(trade).data
-            yield writer.writerow(["" if data[column] is None else data[column] for column in CSV_COLUMNS])
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv")
+    chunks = _csv_chunks(order_selectors.trades_search(**_trade_filters(form)))
+    # Each server streams the iterator kind it can stream: an async one under ASGI (daphne), a
+    # synchronous one under WSGI (runserver, the test client).
+    content = _csv_chunks_async(chunks) if isinstance(request, ASGIRequest) else chunks
+    response = StreamingHttpResponse(content, content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="trades-{timezone.now().date().isoformat()}.csv"'
     return response
 
@@ -150,20 +186,23 @@ def break_detail(request: HttpRequest, break_id: int) -> HttpResponse:
                 reconciliation.break_assign(break_id=item.pk, assignee=request.user, actor=request.user)
             elif action == "comment":
                 comment_form = BreakCommentForm(request.POST)
-                comment_form.is_valid()
+                if not comment_form.is_valid():  # already next to the field
+                    raise ApplicationError("Check the comment.", errors={})
                 reconciliation.break_comment(
-                    break_id=item.pk, text=str(request.POST.get("text", "")), actor=request.user
+                    break_id=item.pk, text=comment_form.cleaned_data["text"], actor=request.user
                 )
             elif action == "resolve":
                 resolve_form = BreakResolveForm(request.POST)
-                resolve_form.is_valid()
+                if not resolve_form.is_valid():  # already next to the field
+                    raise ApplicationError("Check the resolution.", errors={})
                 reconciliation.break_resolve(
-                    break_id=item.pk, resolution=str(request.POST.get("resolution", "")), actor=request.user
+                    break_id=item.pk, resolution=resolve_form.cleaned_data["resolution"], actor=request.user
                 )
         except ApplicationError as error:
             target = resolve_form if action == "resolve" else comment_form
             field = next(iter(error.errors), None)
-            target.add_error(field if field in target.fields else None, error.message)
+            if not target.errors:
+                target.add_error(field if field in target.fields else None, error.message)
         else:
             return redirect("reporting:break", break_id=item.pk)
     context = {

@@ -71,7 +71,10 @@ def holdings(*, customer_id: int) -> dict[str, Holding]:
     positions: dict[str, Holding] = {}
     for posting_id in sorted(per_posting):
         legs = per_posting[posting_id]
-        symbol, shares, cash = str(legs["symbol"]), Decimal(str(legs["shares"])), Decimal(str(legs["cash"]))
+        # No cash leg: the trade's notional rounded to 0.00 (a sub-penny price), and the ledger keeps
+        # no zero entries. The shares still moved, for nothing.
+        cash = Decimal(str(legs.get("cash", ZERO)))
+        symbol, shares = str(legs["symbol"]), Decimal(str(legs["shares"]))
         holding = positions.setdefault(symbol, Holding(symbol=symbol))
         price = -cash / shares
         if legs["reversal"] and shares < 0:

@@ -2,6 +2,13 @@
 
 Every posting is written in one transaction and balances per asset; the database refuses an
 unbalanced posting at commit and a second posting of the same trade leg at insert.
+
+Locks: these functions run inside the caller's transaction, late in the global lock order documented
+in orders/services.py (customer -> books -> orders -> children -> trades -> executions -> ledger ->
+reservations). Ledger rows are only inserted; accounts are never locked, only referenced (FOR KEY SHARE
+through the foreign key) and, the first time, created in one sorted batch, so two first postings cannot
+wait for each other's new accounts. Reservations are updated with plain UPDATEs (FOR NO KEY UPDATE on
+the row), after the ledger and, when there are several, by order id.
 """
 
 from __future__ import annotations
@@ -36,11 +43,13 @@ def _accounts(keys: Iterable[AccountKey]) -> dict[AccountKey, Account]:
     accounts = fetch()
     missing = wanted - set(accounts)
     if missing:
-        # Concurrent creators race on the unique constraint; ignore_conflicts lets both continue.
+        # Concurrent creators race on the unique constraint; ignore_conflicts lets both continue. Each
+        # waits for the other's uncommitted row, so both insert in one (key) order: no deadlock. (A
+        # set's order is not stable across worker processes: string hashing is salted per process.)
         Account.objects.bulk_create(
             [
                 Account(kind=kind, customer_id=customer, pool_id=pool, asset=asset)
-                for kind, customer, pool, asset in missing
+                for kind, customer, pool, asset in sorted(missing, key=_account_sort_key)
             ],
             ignore_conflicts=True,
         )
@@ -48,7 +57,15 @@ def _accounts(keys: Iterable[AccountKey]) -> dict[AccountKey, Account]:
     return accounts
 
 
+def _account_sort_key(key: AccountKey) -> tuple[str, int, int, str]:
+    kind, customer_id, pool_id, asset = key
+    return kind, customer_id or 0, pool_id or 0, asset
+
+
 def _post(*, posting: Posting, lines: list[tuple[Account, str, Decimal]]) -> None:
+    """Write the posting's non-zero lines. A zero line is left out (the database refuses zero entries):
+    a trade whose notional rounds to 0.00 (one share at 0.0001) posts no cash leg, one without a fee no
+    fee leg; each leg still balances on its own, and readers treat a missing leg as zero."""
     LedgerEntry.objects.bulk_create(
         LedgerEntry(
             posting=posting,
@@ -153,7 +170,8 @@ def trade_post(*, trade: TradeToSettle) -> Posting | None:
 
     Buy: cash goes from the customer to the venue's clearing account, shares the other way; a sell is
     the mirror image. Idempotent: a second call for the same trade version returns None and posts
-    nothing (the unique constraint arbitrates concurrent calls). Caller may hold the trade's row lock.
+    nothing (the unique constraint arbitrates concurrent calls). Caller holds the trade's row lock
+    (settlement, corrections), so only one transaction posts a trade at a time.
     """
     with transaction.atomic():
         try:
@@ -299,7 +317,10 @@ def reservation_open(
 
 
 def reservation_fill(*, order_ref: int, quantity: int, cost: Decimal) -> None:
-    """A fill turns `quantity` open units into `cost` pending settlement. Caller holds the order's lock."""
+    """A fill turns `quantity` open units into `cost` pending settlement.
+
+    Caller holds the order's lock (FOR NO KEY UPDATE) and, for several orders, calls this by order id.
+    """
     from django.db.models import F
 
     from settlement.models import Reservation
@@ -310,14 +331,20 @@ def reservation_fill(*, order_ref: int, quantity: int, cost: Decimal) -> None:
 
 
 def reservation_close(*, order_ref: int) -> None:
-    """The order is finished: release what was held for its unfilled quantity (fills stay pending)."""
+    """The order is finished: release what was held for its unfilled quantity (fills stay pending).
+
+    Caller holds the order's lock (FOR NO KEY UPDATE).
+    """
     from settlement.models import Reservation
 
     Reservation.objects.filter(order_ref=order_ref, open_units__gt=0).update(open_units=0)
 
 
 def reservation_settle(*, order_ref: int, cost: Decimal) -> None:
-    """A trade was posted to the ledger: its cost is no longer pending. Same transaction as the posting."""
+    """A trade was posted to the ledger: its cost is no longer pending. Same transaction as the posting.
+
+    Caller holds the trade's lock (not the order's: settlement locks no order) and posted it first.
+    """
     from django.db.models import F
 
     from settlement.models import Reservation
@@ -329,7 +356,7 @@ def trade_reverse(*, trade_ref: int, version: int) -> Posting | None:
     """Post the exact negation of a trade version's settlement posting (a correction or bust).
 
     Idempotent: the reversal of a version can be posted once. Returns None if there was nothing posted
-    for that version or it is already reversed.
+    for that version or it is already reversed. Caller holds the trade's row lock.
     """
     original = Posting.objects.filter(
         trade_ref=trade_ref, trade_version=version, purpose=PostingPurpose.TRADE_SETTLEMENT
@@ -354,7 +381,11 @@ def trade_reverse(*, trade_ref: int, version: int) -> Posting | None:
 
 
 def reservation_adjust(*, order_ref: int, pending_change: Decimal) -> None:
-    """A correction changed the cost of a fill that has not settled yet. Caller holds the order's lock."""
+    """A correction changed the cost of a fill that has not settled yet.
+
+    Caller holds the order's and the trade's locks, has written the ledger first, and adjusts several
+    orders by order id.
+    """
     from django.db.models import F
 
     from settlement.models import Reservation

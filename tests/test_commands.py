@@ -104,3 +104,39 @@ def test_api_token_for_staff_and_refusals() -> None:
     run("api_token", "000002")  # creates the client user client-000002
     with pytest.raises(CommandError, match="not staff"):
         run("api_token", "--staff", "client-000002")
+
+
+def test_api_token_for_staff_gives_the_user_a_role_that_decides_what_the_token_may_do() -> None:
+    from rest_framework.test import APIClient
+
+    from broker.roles import roles_of
+
+    def halts_status(key: str) -> int:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+        return client.get("/api/halts").status_code
+
+    # when a token is minted for a new user without --role, and for another with --role Operations
+    desk = run("api_token", "--staff", "desk").splitlines()
+    ops = run("api_token", "--staff", "ops", "--role", "Operations").splitlines()
+
+    # then the first is an Admin, the second Operations, and each says so
+    assert desk[0] == "Created staff user desk with role Admin."
+    assert ops[0] == "Created staff user ops with role Operations."
+    assert roles_of(Token.objects.get(key=desk[-1]).user) == ["Admin"]
+    assert halts_status(ops[-1]) == 200
+
+    # when ops is given another role, then once more without --role
+    demoted = run("api_token", "--staff", "ops", "--role", "Trader").splitlines()
+    again = run("api_token", "--staff", "ops").splitlines()
+
+    # then the same token now has the Trader's rights only, and the role stays until changed again
+    assert demoted[0] == "Staff user ops now has role Trader (was Operations)."
+    assert demoted[-1] == again[-1] == ops[-1]
+    assert again[0] == "Staff user ops has role Trader."
+    assert roles_of(Token.objects.get(key=ops[-1]).user) == ["Trader"]
+    assert halts_status(ops[-1]) == 403
+    with pytest.raises(CommandError, match="invalid choice"):
+        run("api_token", "--staff", "ops", "--role", "Boss")
+    with pytest.raises(CommandError, match="--role is for staff"):
+        run("api_token", "000002", "--role", "Trader")

@@ -6,16 +6,18 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from broker import access, roles
+from broker.api import throttling
+from broker.api.permissions import AUTHENTICATED_WITH_PERMISSION
 from broker.exceptions import ValidationFailed
 from broker.marketdata import selectors, services
 from broker.models import MarketDataJob, PriceBar, Ticker
-from broker.selectors import is_staff
 
 
 def _time(value: datetime | None) -> str | None:
@@ -143,6 +145,8 @@ class JobOutputSerializer(serializers.ModelSerializer[MarketDataJob]):
 class TickerListView(generics.ListAPIView[Ticker]):
     """Every ticker with its quote summary and how fresh it is."""
 
+    permission_classes = AUTHENTICATED_WITH_PERMISSION
+    required_permission = roles.VIEW_BLOTTER
     serializer_class = TickerOutputSerializer
 
     def get_queryset(self) -> Any:
@@ -150,6 +154,9 @@ class TickerListView(generics.ListAPIView[Ticker]):
 
 
 class TickerDetailView(APIView):
+    permission_classes = AUTHENTICATED_WITH_PERMISSION
+    required_permission = roles.VIEW_BLOTTER
+
     @extend_schema(responses=TickerOutputSerializer)
     def get(self, request: Request, symbol: str) -> Response:
         return Response(TickerOutputSerializer(selectors.ticker_get(symbol=symbol)).data)
@@ -168,12 +175,23 @@ def _date_param(request: Request, name: str) -> date | None:
 class TickerHistoryView(APIView):
     """Daily bars from `start` to `end` inclusive (default: the year up to the last stored bar)."""
 
+    permission_classes = AUTHENTICATED_WITH_PERMISSION
+    required_permission = roles.VIEW_BLOTTER
+
     @extend_schema(
         parameters=[
             OpenApiParameter("start", str, description="First date, YYYY-MM-DD."),
             OpenApiParameter("end", str, description="Last date, YYYY-MM-DD (inclusive)."),
         ],
-        responses=BarOutputSerializer(many=True),
+        responses=inline_serializer(
+            "TickerHistory",
+            {
+                "symbol": serializers.CharField(),
+                "start": serializers.DateField(allow_null=True),
+                "end": serializers.DateField(allow_null=True),
+                "bars": BarOutputSerializer(many=True),
+            },
+        ),
     )
     def get(self, request: Request, symbol: str) -> Response:
         ticker = selectors.ticker_get(symbol=symbol)
@@ -196,11 +214,18 @@ class MarketDataJobCreateView(APIView):
     """`{"tickers": [...]}` -> 202 with the job; fetched in parallel on the `marketdata` queue.
 
     Staff may name symbols the broker does not list yet: they are created, inactive until a quote
-    arrives. Clients may refresh listed tickers only.
+    arrives. Clients may refresh listed tickers only. Staff need what the tickers screen's refresh
+    button needs (orders.view_blotter).
     """
 
+    throttle_scope = throttling.MARKET_DATA
+    permission_classes = AUTHENTICATED_WITH_PERMISSION
+    required_permission = roles.VIEW_BLOTTER
+
     @extend_schema(
-        request=dict,
+        request=inline_serializer(
+            "MarketDataRequest", {"tickers": serializers.ListField(child=serializers.CharField())}
+        ),
         responses={202: JobOutputSerializer},
         examples=[OpenApiExample("Refresh two tickers", value={"tickers": ["AAPL", "MSFT"]}, request_only=True)],
     )
@@ -211,13 +236,16 @@ class MarketDataJobCreateView(APIView):
             symbols=symbols,
             reason="api",
             requested_by=request.user.get_username(),
-            create_unknown=is_staff(request.user),
+            create_unknown=access.is_staff(request.user),
         )
         headers = {"Location": f"/api/market-data/{job.job_id}"}
         return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED, headers=headers)
 
 
 class MarketDataJobDetailView(APIView):
+    permission_classes = AUTHENTICATED_WITH_PERMISSION
+    required_permission = roles.VIEW_BLOTTER
+
     @extend_schema(responses=JobOutputSerializer)
     def get(self, request: Request, job_id: str) -> Response:
         return Response(JobOutputSerializer(selectors.job_get(job_id=job_id)).data)

@@ -23,10 +23,12 @@ from django.utils import timezone
 from broker.exceptions import ValidationFailed
 from broker.marketdata.providers import Bar, Provider, ProviderError, Quote, SnapshotProvider, provider_get
 from broker.models import FetchPart, MarketDataFailure, MarketDataJob, MarketDataJobState, PriceBar, Ticker
+from broker.text import Text
 
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
-SYMBOL = re.compile(r"^[A-Z][A-Z0-9.\-^=]{0,11}$")
+SYMBOL = re.compile(r"[A-Z][A-Z0-9.\-^=]{0,11}")  # fullmatch: `$` would also accept a trailing newline
 MAX_JOB_SYMBOLS = 100
+SYMBOL_TEXT = Text.of(Ticker, "symbol")
 BAR_BATCH = 1000
 PARTS = (FetchPart.QUOTE.value, FetchPart.HISTORY.value)
 REFERENCE_PLACES = Decimal("0.0001")
@@ -230,8 +232,9 @@ def parse_symbols(raw: Any) -> list[str]:
     symbols: list[str] = []
     bad = []
     for item in raw:
-        symbol = item.strip().upper() if isinstance(item, str) else ""
-        if not SYMBOL.match(symbol):
+        # Control characters are refused before strip() could hide a trailing newline.
+        symbol = item.strip().upper() if isinstance(item, str) and SYMBOL_TEXT.problem(item) is None else ""
+        if not SYMBOL.fullmatch(symbol):
             bad.append(repr(item))
         elif symbol not in symbols:
             symbols.append(symbol)

@@ -6,17 +6,21 @@ from typing import Any
 
 import django_filters
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiExample, extend_schema
-from rest_framework import generics, permissions, serializers, status
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from broker import access
+from broker.api import throttling
 from broker.api.filters import UtcIsoDateTimeFilter
-from broker.exceptions import Forbidden, NotFound, ValidationFailed
+from broker.api.permissions import AUTHENTICATED_WITH_PERMISSION
+from broker.exceptions import ValidationFailed
 from broker.models import Customer
-from broker.selectors import customer_for_action, customer_of_user, is_staff
-from orders import kill_switch, selectors, services
+from broker.text import ChoiceTextField, TextField
+from orders import kill_switch, roles, selectors, services
+from orders.access import order_for_user, orders_for_user, trade_for_user, trades_for_user
 from orders.api.serializers import (
     CustomerOutputSerializer,
     HaltOutputSerializer,
@@ -26,8 +30,8 @@ from orders.api.serializers import (
     TradeHistoryOutputSerializer,
     TradeOutputSerializer,
 )
-from orders.models import Direction, Halt, HaltScope, Order, OrderStatus, Trade
-from orders.validation import order_entry_resolve, parse_price
+from orders.models import Direction, Halt, HaltScope, Order, OrderStatus, OrderType, TimeInForce, Trade
+from orders.validation import CORRECTION_REASON_TEXT, order_entry_resolve, parse_price
 
 SEED_ORDER = {
     "customerId": "000002",
@@ -39,14 +43,6 @@ SEED_ORDER = {
     "timeInForce": "Day",
     "clientOrderId": "abc-1",
 }
-
-
-def visible_to(user: Any, queryset: QuerySet[Any]) -> QuerySet[Any]:
-    """Staff see everything; a client only its own customer's rows."""
-    if is_staff(user):
-        return queryset
-    customer = customer_of_user(user)
-    return queryset.filter(customer=customer) if customer else queryset.none()
 
 
 class OrderFilter(django_filters.FilterSet):
@@ -82,20 +78,40 @@ class TradeFilter(django_filters.FilterSet):
 
 
 class OrderListCreateView(generics.ListAPIView):
+    throttle_scope = throttling.ORDERS  # order entry; the list counts against the default scope
     serializer_class = OrderOutputSerializer
     filterset_class = OrderFilter
+    queryset = Order.objects.none()  # the model, for the OpenAPI filters only; rows come from get_queryset
 
     def get_queryset(self) -> QuerySet[Order]:
-        return visible_to(self.request.user, Order.objects.select_related("customer", "ticker")).order_by("-sequence")
+        return orders_for_user(user=self.request.user, permission=roles.VIEW_BLOTTER).order_by("-sequence")
 
     @extend_schema(
-        request=dict,
-        responses={201: OrderOutputSerializer, 200: OrderOutputSerializer},
+        request=inline_serializer(
+            "OrderRequest",
+            {
+                "customerId": serializers.CharField(),
+                "direction": serializers.ChoiceField(choices=Direction.values),
+                "ticker": serializers.CharField(),
+                "type": serializers.ChoiceField(choices=OrderType.values),
+                "quantity": serializers.IntegerField(min_value=1),
+                "price": serializers.CharField(required=False, allow_null=True, help_text="Limit only; a decimal."),
+                "timeInForce": serializers.ChoiceField(choices=TimeInForce.values, required=False),
+                "clientOrderId": serializers.CharField(required=False, max_length=64),
+            },
+        ),
+        responses={
+            201: OrderOutputSerializer,
+            200: OrderOutputSerializer,
+            409: OpenApiResponse(description="The clientOrderId was used before with another body."),
+        },
         examples=[OpenApiExample("The seed order", value=SEED_ORDER, request_only=True)],
         description="Place an order. Replaying the same clientOrderId and body returns the original (200); "
         "the same clientOrderId with another body is 409.",
     )
     def post(self, request: Request) -> Response:
+        # Refused before the body is read: a caller who may not enter orders learns nothing from a 400.
+        access.permission_require(user=request.user, permission=roles.ENTER_ORDER)
         entry = order_entry_resolve(data=request.data, user=request.user)
         placement = services.order_place(
             request=entry.request, customer=entry.customer, ticker=entry.ticker, actor=request.user
@@ -106,28 +122,25 @@ class OrderListCreateView(generics.ListAPIView):
         )
 
 
-def _visible_order(request: Request, order_id: str) -> Order:
-    order = (
-        visible_to(request.user, Order.objects.select_related("customer", "ticker"))
-        .prefetch_related("children__pool")
-        .filter(order_id=order_id)
-        .first()
-    )
-    if order is None:
-        raise NotFound(f"No order {order_id}.")
-    return order
-
-
 class OrderDetailView(APIView):
     @extend_schema(responses=OrderDetailOutputSerializer)
     def get(self, request: Request, order_id: str) -> Response:
-        return Response(OrderDetailOutputSerializer(_visible_order(request, order_id)).data)
+        order = order_for_user(user=request.user, order_id=order_id, permission=roles.VIEW_BLOTTER)
+        return Response(OrderDetailOutputSerializer(order).data)
 
 
 class OrderCancelView(APIView):
-    @extend_schema(request=None, responses=OrderOutputSerializer)
+    throttle_scope = throttling.ORDERS
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: OrderOutputSerializer,
+            409: OpenApiResponse(description="The order is final already: nothing left to cancel."),
+        },
+    )
     def post(self, request: Request, order_id: str) -> Response:
-        order = _visible_order(request, order_id)
+        order = order_for_user(user=request.user, order_id=order_id, permission=roles.CANCEL_ORDER)
         cancelled = services.order_cancel(order_id=order.pk, actor=request.user)
         return Response(OrderOutputSerializer(cancelled).data)
 
@@ -135,22 +148,14 @@ class OrderCancelView(APIView):
 class TradeListView(generics.ListAPIView):
     serializer_class = TradeOutputSerializer
     filterset_class = TradeFilter
+    queryset = Trade.objects.none()  # the model, for the OpenAPI filters only; rows come from get_queryset
 
     def get_queryset(self) -> QuerySet[Trade]:
-        queryset = visible_to(
-            self.request.user, Trade.objects.select_related("order", "customer", "ticker", "pool")
-        ).order_by("-id")
+        queryset = trades_for_user(user=self.request.user, permission=roles.VIEW_BLOTTER).order_by("-id")
         # A busted trade did not happen: listed only when asked for.
         if self.request.query_params.get("includeBusted") != "true":
             queryset = queryset.filter(busted=False)
         return queryset
-
-
-class StaffOnly(permissions.BasePermission):
-    message = "Only broker staff may do this."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return is_staff(request.user)
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -162,26 +167,18 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
-class StrictCharField(serializers.CharField):
-    """A JSON string only (DRF's CharField would turn 2 into "2")."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
 class HaltListSetView(generics.ListAPIView):
     """The kill switch: list every halt, or halt / release everything, a pool, a ticker or a customer."""
 
-    permission_classes = [permissions.IsAuthenticated, StaffOnly]
+    permission_classes = AUTHENTICATED_WITH_PERMISSION
+    required_permission = roles.OPERATE_KILL_SWITCH
     serializer_class = HaltOutputSerializer
 
     class InputSerializer(serializers.Serializer):
-        scope = serializers.ChoiceField(choices=HaltScope.values)
-        target = StrictCharField(allow_null=True, required=False, default=None)
+        scope = ChoiceTextField(choices=HaltScope.values)
+        target = TextField(text=kill_switch.TARGET_TEXT, allow_null=True, required=False, default=None)
         active = StrictBooleanField()
-        reason = StrictCharField(allow_blank=True, required=False, default="", trim_whitespace=True)
+        reason = TextField(text=kill_switch.REASON_TEXT, allow_blank=True, required=False, default="")
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             unknown = sorted(set(self.initial_data) - set(self.fields))
@@ -205,7 +202,7 @@ class HaltListSetView(generics.ListAPIView):
             )
         ],
         description="Halt (active true, reason required) or release (active false) one scope target. "
-        "Every call is recorded with who and why. Staff only.",
+        "Every call is recorded with who and why. Needs permission orders.operate_kill_switch.",
     )
     def post(self, request: Request) -> Response:
         if not isinstance(request.data, dict):
@@ -224,13 +221,8 @@ class HaltListSetView(generics.ListAPIView):
 
 
 def _visible_customer(request: Request, customer_id: str) -> Customer:
-    """Staff may look at any customer (404 if unknown); a client only at its own (403 otherwise)."""
-    if is_staff(request.user):
-        customer = Customer.objects.filter(customer_id=customer_id).first()
-        if customer is None:
-            raise NotFound(f"No customer {customer_id}.")
-        return customer
-    return customer_for_action(user=request.user, customer_id=customer_id)
+    """Staff with the blotter may look at any customer (404 if unknown); a client only at its own (403)."""
+    return access.customer_for_user(user=request.user, customer_id=customer_id, permission=roles.VIEW_BLOTTER)
 
 
 class CustomerDetailView(APIView):
@@ -241,45 +233,54 @@ class CustomerDetailView(APIView):
 
 
 class CustomerHoldingsView(APIView):
-    @extend_schema(responses=HoldingOutputSerializer(many=True))
+    @extend_schema(
+        responses=inline_serializer(
+            "CustomerHoldings",
+            {"customerId": serializers.CharField(), "holdings": HoldingOutputSerializer(many=True)},
+        )
+    )
     def get(self, request: Request, customer_id: str) -> Response:
         customer = _visible_customer(request, customer_id)
         rows = selectors.customer_holdings(customer=customer)
         return Response({"customerId": customer.customer_id, "holdings": HoldingOutputSerializer(rows, many=True).data})
 
 
-def _visible_trade(request: Request, trade_id: str) -> Trade:
-    trade = (
-        visible_to(request.user, Trade.objects.select_related("order", "customer", "ticker", "pool"))
-        .filter(trade_id=trade_id)
-        .first()
-    )
-    if trade is None:
-        raise NotFound(f"No trade {trade_id}.")
-    return trade
-
-
 class TradeHistoryView(APIView):
     @extend_schema(responses=TradeHistoryOutputSerializer)
     def get(self, request: Request, trade_id: str) -> Response:
-        return Response(TradeHistoryOutputSerializer(_visible_trade(request, trade_id)).data)
+        trade = trade_for_user(user=request.user, trade_id=trade_id, permission=roles.VIEW_BLOTTER)
+        return Response(TradeHistoryOutputSerializer(trade).data)
 
 
 class TradeCorrectView(APIView):
-    """Staff only: `{"price": "...", "quantity": n, "reason": "..."}` to amend; `bust` needs only a reason."""
+    """Staff with orders.correct_trade: `{"price": "...", "quantity": n, "reason": "..."}` to amend; `bust`
+    needs only a reason."""
 
     bust = False
 
-    @extend_schema(request=dict, responses=TradeHistoryOutputSerializer)
+    @extend_schema(
+        request=inline_serializer(
+            "TradeCorrectionRequest",
+            {
+                "reason": serializers.CharField(),
+                "price": serializers.CharField(required=False, help_text="Amend only: the corrected price."),
+                "quantity": serializers.IntegerField(required=False, help_text="Amend only: the corrected quantity."),
+            },
+        ),
+        responses={
+            200: TradeHistoryOutputSerializer,
+            409: OpenApiResponse(description="The trade is busted, or its order is still working."),
+        },
+    )
     def post(self, request: Request, trade_id: str) -> Response:
-        if not is_staff(request.user):
-            raise Forbidden("Only staff may correct trades.")
-        trade = _visible_trade(request, trade_id)
+        trade = trade_for_user(user=request.user, trade_id=trade_id, permission=roles.CORRECT_TRADE)
         data = request.data if isinstance(request.data, dict) else {}
         allowed = {"reason"} if self.bust else {"reason", "price", "quantity"}
         errors = {name: ["Unknown field."] for name in set(data) - allowed}
         reason = data.get("reason")
-        if not isinstance(reason, str) or not reason.strip():
+        if isinstance(reason, str) and (problem := CORRECTION_REASON_TEXT.problem(reason)):
+            errors["reason"] = [problem]
+        elif not isinstance(reason, str) or not reason.strip():
             errors["reason"] = ["Say why the trade is corrected."]
         price, quantity = None, data.get("quantity")
         if data.get("price") is not None:
@@ -293,4 +294,5 @@ class TradeCorrectView(APIView):
         services.trade_correct(
             trade_id=trade.pk, reason=str(reason), actor=request.user, price=price, quantity=quantity, bust=self.bust
         )
-        return Response(TradeHistoryOutputSerializer(_visible_trade(request, trade_id)).data)
+        trade = trade_for_user(user=request.user, trade_id=trade_id, permission=roles.CORRECT_TRADE)
+        return Response(TradeHistoryOutputSerializer(trade).data)

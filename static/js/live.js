@@ -36,9 +36,19 @@ document.addEventListener("htmx:afterSettle", function () {
   }
   let timer = null;
   let retry = 1000;
+  // The badge must not flicker. A healthy idle socket stays "live" (the server never closes it on its
+  // own); a drop that is followed by a quick reconnect is not shown at all: the badge turns to
+  // "reconnecting" only when the stream has been down for RECONNECT_GRACE ms.
+  const RECONNECT_GRACE = 3000;
+  // A socket can die without a close event (sleep, a dropped network path): every PING_EVERY ms the
+  // page pings (the server answers "pong"), and a socket that heard nothing at all since the previous
+  // ping, not even its pong, is closed and reconnected.
+  const PING_EVERY = 30000;
+  let downTimer = null;
+  let everLive = false;
 
   function show(text, state) {
-    if (status) {
+    if (status && status.textContent !== text) {
       status.textContent = text;
       status.className = "live live-" + state;
     }
@@ -77,12 +87,30 @@ document.addEventListener("htmx:afterSettle", function () {
   function connect() {
     const protocol = window.location.protocol === "https:" ? "wss://" : "ws://";
     const socket = new WebSocket(protocol + window.location.host + "/ws/fills/");
-    show("connecting", "off");
+    let lastHeard = Date.now();
+    let pinger = null;
+    if (!everLive) {
+      show("connecting", "off");
+    }
     socket.onmessage = function (event) {
+      lastHeard = Date.now();
       const message = JSON.parse(event.data);
       if (message.type === "subscribed") {
         retry = 1000;
+        window.clearTimeout(downTimer);
+        downTimer = null;
         show("live", "on");
+        if (everLive) {
+          refreshSoon(); // fills may have happened while the socket was down: reload the fragments
+        }
+        everLive = true;
+        pinger = window.setInterval(function () {
+          if (Date.now() - lastHeard > PING_EVERY * 1.5) {
+            socket.close();
+          } else if (socket.readyState === WebSocket.OPEN) {
+            socket.send(JSON.stringify({ type: "ping" }));
+          }
+        }, PING_EVERY);
         return;
       }
       const record = message.trade || message.order;
@@ -95,7 +123,12 @@ document.addEventListener("htmx:afterSettle", function () {
       refreshSoon();
     };
     socket.onclose = function () {
-      show("reconnecting", "off");
+      window.clearInterval(pinger);
+      if (downTimer === null) {
+        downTimer = window.setTimeout(function () {
+          show("reconnecting", "off");
+        }, RECONNECT_GRACE);
+      }
       window.setTimeout(connect, retry);
       retry = Math.min(retry * 2, 15000);
     };

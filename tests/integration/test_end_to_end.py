@@ -15,6 +15,7 @@ from django.test import Client
 from websockets.typing import Origin
 
 from broker import services as broker_services
+from broker.roles import TRADER, role_group_ensure
 from pools import services as pool_services
 from tests.conftest import give_shares, make_customers, make_pools, make_ticker
 from tests.integration.conftest import Stack, wait_until_quiet
@@ -126,8 +127,9 @@ def test_websocket_refuses_missing_and_bad_credentials(stack: Stack) -> None:
 
 
 def test_staff_session_sees_every_fill_and_foreign_origins_are_refused(stack: Stack, demo_market: None) -> None:
-    # given a logged-in staff browser session
-    get_user_model().objects.create_user("trader", password="pw-for-tests", is_staff=True)
+    # given a logged-in staff browser session of a Trader (who may see the blotter, so every fill)
+    trader = get_user_model().objects.create_user("trader", password="pw-for-tests", is_staff=True)
+    trader.groups.add(role_group_ensure(role=TRADER))
     browser = Client()
     assert browser.login(username="trader", password="pw-for-tests")
     cookie = f"sessionid={browser.cookies['sessionid'].value}"
