@@ -51,9 +51,18 @@ def customer_scope(*, user: Any, permission: str) -> Customer | None:
         return None
     if permission not in CLIENT_PERMISSIONS:
         raise Forbidden(permission_message(permission))
-    customer = customer_of_user(user)
+    customer = _bound_customer(user)
     if customer is None:
         raise Forbidden("This user is not bound to a customer.")
+    return customer
+
+
+def _bound_customer(user: Any) -> Customer | None:
+    # A request asks more than once (the view, then order entry's validation): kept on the user object
+    # for the request, as Django keeps a user's permissions.
+    if not hasattr(user, "_access_customer"):
+        user._access_customer = customer_of_user(user)
+    customer: Customer | None = user._access_customer
     return customer
 
 

@@ -75,9 +75,7 @@ def api_token_for_staff(*, username: str, role: str | None = None, rotate: bool 
     if role is not None and role not in roles.ROLES:
         raise ApplicationError(f"Unknown role {role!r}; use one of {', '.join(roles.ROLES)}.", field="role")
     user_model = get_user_model()
-    user, created = user_model.objects.select_for_update().get_or_create(
-        username=username, defaults={"is_staff": True}
-    )
+    user, created = user_model.objects.select_for_update().get_or_create(username=username, defaults={"is_staff": True})
     if created:
         user.set_unusable_password()
         user.save()

@@ -20,7 +20,7 @@ The rules, wherever a string comes from (API body, screen form, admin form, CSV 
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from typing import Any
 
 from django import forms
@@ -32,7 +32,11 @@ from broker.exceptions import ValidationFailed
 
 FREE_TEXT_MAX_LENGTH = 2000
 LINE_SEPARATORS = {"\u2028", "\u2029"}
-FREE_TEXT_CONTROLS = {"\n", "\r", "\t"}
+# Control characters (Unicode category Cc: U+0000-001F, U+007F-009F) and unpaired surrogates (Cs);
+# one line also refuses the line and paragraph separators. Free text keeps tab, LF and CR.
+ONE_LINE_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+SURROGATE = re.compile("[\ud800-\udfff]")
+MULTILINE_REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 LINE_BREAKS = {"\n", "\r", "\v", "\f", "\x85", *LINE_SEPARATORS}
 
 
@@ -61,20 +65,17 @@ class Text:
 
     def problem(self, value: str) -> str | None:
         """Why `value` is refused, or None. Checked on the value as sent, before anything strips it."""
-        for character in value:
+        refused = (MULTILINE_REFUSED if self.multiline else ONE_LINE_REFUSED).search(value)
+        if refused is not None:
+            character = refused.group()
             if character == "\x00":
                 return "Contains a NUL character (\\x00), which no field accepts."
-            category = unicodedata.category(character)
-            if category == "Cs":
+            if "\ud800" <= character <= "\udfff":
                 return f"Contains U+{ord(character):04X}, an unpaired surrogate, which is not text."
             if self.multiline:
-                if category == "Cc" and character not in FREE_TEXT_CONTROLS:
-                    return (
-                        f"Contains the control character U+{ord(character):04X}; only line breaks and tabs are allowed."
-                    )
-            elif category == "Cc" or character in LINE_SEPARATORS:
-                kind = "a line break" if character in LINE_BREAKS else "a control character"
-                return f"Contains {kind} (U+{ord(character):04X}) where one line of text is expected."
+                return f"Contains the control character U+{ord(character):04X}; only line breaks and tabs are allowed."
+            kind = "a line break" if character in LINE_BREAKS else "a control character"
+            return f"Contains {kind} (U+{ord(character):04X}) where one line of text is expected."
         length = len(value.strip())
         if length > self.max_length:
             return f"Must be at most {self.max_length} characters (this has {length})."
@@ -110,7 +111,7 @@ def text_problems(data: dict[str, Any], rules: dict[str, Text]) -> dict[str, lis
 def surrogate_path(value: Any, path: str = "") -> str | None:
     """Where in parsed JSON a string (key or value) holds an unpaired surrogate; None if nowhere."""
     if isinstance(value, str):
-        return path or "body" if any(unicodedata.category(c) == "Cs" for c in value) else None
+        return path or "body" if SURROGATE.search(value) else None
     if isinstance(value, dict):
         for key, item in value.items():
             found = surrogate_path(key, path or "body") if isinstance(key, str) else None

@@ -1344,7 +1344,7 @@ def _sweep_claim(
                    OR swept_at <= %s - LEAST(%s * power(2, LEAST(sweeps, 30) - 1), %s) * interval '1 second')
             ORDER BY id
             LIMIT %s
-            FOR UPDATE SKIP LOCKED
+            FOR NO KEY UPDATE SKIP LOCKED
         )
         RETURNING {returning}
     """  # noqa: S608

@@ -213,9 +213,7 @@ def order_entry_resolve(*, data: Any, user: Any) -> OrderEntry:
     customer = ticker = None
     if "customerId" not in errors and customer_id:
         try:
-            customer = customer_for_user(
-                user=user, customer_id=customer_id, permission=ENTER_ORDER, field="customerId"
-            )
+            customer = customer_for_user(user=user, customer_id=customer_id, permission=ENTER_ORDER, field="customerId")
         except Forbidden:
             if request is not None:
                 raise

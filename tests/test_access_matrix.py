@@ -19,6 +19,7 @@ from django.contrib.auth.models import Group
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from broker import access
 from broker import services as broker_services
 from broker.models import MarketDataJob
 from broker.roles import ROLE_PERMISSIONS
@@ -219,6 +220,18 @@ def test_halts_are_listed_for_the_kill_switch_only(books: Market) -> None:
     assert client_for(CUSTOMER).get("/api/halts").status_code == 403
 
 
+def test_the_screen_and_the_api_refuse_with_the_same_words(books: Market) -> None:
+    # given a Trader's browser session
+    trader = staff_session_client("trader-s", roles.TRADER)
+    # when it opens the kill switch screen and calls the kill switch endpoint
+    screen, api = trader.get("/operations/halts/"), trader.get("/api/halts")
+    # then both are 403 naming the permission the Trader lacks
+    message = f"You need permission {roles.OPERATE_KILL_SWITCH} to do this."
+    assert (screen.status_code, api.status_code) == (403, 403)
+    assert message in screen.content.decode()
+    assert api.json() == {"detail": message}
+
+
 def test_the_admin_role_holds_every_permission_a_screen_or_endpoint_checks() -> None:
     # the groups come from the roles migration; the Admin group holds every permission of every role
     admin = Group.objects.get(name=roles.ADMIN)
@@ -239,6 +252,17 @@ def test_cancel_by_staff_without_the_permission_leaves_the_order_open(books: Mar
     order.refresh_from_db()
     assert order.status != OrderStatus.CANCELLED
     services.order_cancel(order_id=order.pk, actor="desk")  # and it was still cancellable
+
+
+def test_a_client_request_looks_its_customer_up_once(market: Market, django_assert_num_queries: Any) -> None:
+    # given a client user, as a request carries it
+    user = Token.objects.get(key=broker_services.api_token_for_customer(customer_id=CUSTOMER).key).user
+    # when the view and then order entry's validation both ask what it may do
+    with django_assert_num_queries(1):
+        first = access.customer_scope(user=user, permission=roles.ENTER_ORDER)
+        again = access.customer_for_user(user=user, customer_id=CUSTOMER, permission=roles.ENTER_ORDER)
+    # then both got its customer from one query
+    assert first == again == market["customers"][CUSTOMER]
 
 
 # --- the fills stream -----------------------------------------------------------------------------------

@@ -302,3 +302,31 @@ def test_a_batch_that_never_resumes_ends_failed_with_its_reason_on_the_screen(ma
     # and a failed batch is left alone
     _age(BulkBatch, [batch.pk])
     assert bulk.bulk_batches_sweep() == {"batches": 0, "batches_failed": 0}
+
+
+def test_a_batch_that_fails_while_validating_shows_no_preview(market: Market, settings: Any) -> None:
+    # given a batch left Validating that the sweep has already resumed as often as allowed
+    settings.BULK_MAX_ATTEMPTS = 1
+    batch = BulkBatch.objects.create(
+        source="never.csv",
+        rows=[{"line": 1, "fields": _rows(1, seed=2)[0], "errors": {}}],
+        total=1,
+        created_by=_trader(),
+    )
+    _age(BulkBatch, [batch.pk])
+    assert bulk.bulk_batches_sweep() == {"batches": 1, "batches_failed": 0}
+
+    # when it is still quiet at the next attempt
+    _age(BulkBatch, [batch.pk])
+    _age(BulkBatch, [batch.pk], field="swept_at")
+    assert bulk.bulk_batches_sweep() == {"batches": 0, "batches_failed": 1}
+
+    # then it failed with the step it stopped in, and the screen shows that, not an unchecked preview
+    batch.refresh_from_db()
+    assert batch.failure_reason.startswith("Validation stopped after 0 of 1 rows")
+    trader = Client()
+    assert trader.login(username="trader", password=PASSWORD)
+    page = trader.get(reverse("orders:bulk-batch", args=[batch.batch_id])).content.decode()
+    assert "Validation stopped after 0 of 1 rows" in page
+    assert 'id="valid-count"' not in page
+    assert "data-line=" not in page
