@@ -177,3 +177,31 @@ class TextFormField(forms.CharField):
             return self.text.clean(value)
         except TextError as error:
             raise ValidationError(str(error), code="text") from None
+
+
+class BoundedTextAdmin:
+    """Admin mixin: every free-typed text field of the model's form (no choices) is a `TextFormField`
+    held to its model field's rule, so the admin refuses what the API and the screens refuse."""
+
+    def formfield_for_dbfield(self, db_field: models.Field[Any, Any], request: Any, **kwargs: Any) -> Any:
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
+        if (
+            isinstance(formfield, forms.CharField)
+            and not isinstance(formfield, TextFormField)
+            and isinstance(db_field, models.CharField | models.TextField)
+            and not db_field.choices
+            and db_field.model is not None
+        ):
+            rule = Text.of(db_field.model, db_field.name)
+            bounded = TextFormField(
+                text=rule,
+                required=formfield.required,
+                label=formfield.label,
+                help_text=formfield.help_text,
+                initial=formfield.initial,
+                widget=formfield.widget,
+                validators=[v for v in formfield.validators if not hasattr(v, "limit_value")],
+            )
+            return bounded
+        return formfield
+
