@@ -7,10 +7,11 @@ from django.http import HttpRequest
 from broker.admin_base import AppendOnlyAdmin, RecordAdmin, price_text
 from broker.marketdata import services as marketdata_services
 from broker.models import Customer, MarketDataFailure, MarketDataJob, PriceBar, Ticker
+from broker.text import BoundedTextAdmin
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(BoundedTextAdmin, admin.ModelAdmin):
     list_display = ["customer_id", "name", "email", "initial_funds", "user", "created_at"]
     search_fields = ["customer_id", "name", "email"]
     readonly_fields = ["created_at"]
@@ -18,7 +19,7 @@ class CustomerAdmin(admin.ModelAdmin):
 
 
 @admin.register(Ticker)
-class TickerAdmin(admin.ModelAdmin):
+class TickerAdmin(BoundedTextAdmin, admin.ModelAdmin):
     list_display = [
         "symbol",
         "name",

@@ -169,10 +169,10 @@ class TextFormField(forms.CharField):
         super().__init__(**kwargs)
         self.text = text
 
-    def to_python(self, value: Any) -> str:
+    def to_python(self, value: Any) -> str | None:
         value = super().to_python(value)
         if value in self.empty_values:
-            return str(self.empty_value or "")
+            return self.empty_value
         try:
             return self.text.clean(value)
         except TextError as error:
@@ -180,14 +180,14 @@ class TextFormField(forms.CharField):
 
 
 class BoundedTextAdmin:
-    """Admin mixin: every free-typed text field of the model's form (no choices) is a `TextFormField`
-    held to its model field's rule, so the admin refuses what the API and the screens refuse."""
+    """Admin mixin: every plain text field of the model's form (no choices, not an email or URL) is a
+    `TextFormField` held to its model field's rule, so the admin refuses what the API and the screens
+    refuse. The model field's own validators (e.g. a customer id's pattern) still run on save."""
 
     def formfield_for_dbfield(self, db_field: models.Field[Any, Any], request: Any, **kwargs: Any) -> Any:
         formfield = super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
         if (
-            isinstance(formfield, forms.CharField)
-            and not isinstance(formfield, TextFormField)
+            type(formfield) is forms.CharField  # not an EmailField, URLField, SlugField: they check more
             and isinstance(db_field, models.CharField | models.TextField)
             and not db_field.choices
             and db_field.model is not None
@@ -200,8 +200,7 @@ class BoundedTextAdmin:
                 help_text=formfield.help_text,
                 initial=formfield.initial,
                 widget=formfield.widget,
-                validators=[v for v in formfield.validators if not hasattr(v, "limit_value")],
+                empty_value=formfield.empty_value,
             )
             return bounded
         return formfield
-

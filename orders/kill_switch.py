@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from broker.exceptions import ApplicationError
 from broker.models import Customer, Ticker
-from broker.text import Text
+from broker.text import FREE_TEXT_MAX_LENGTH, Text
 from orders.models import HALT_TARGET_FIELDS, Halt, HaltEvent, HaltScope, Order
 from pools.models import Pool
 
@@ -27,9 +27,9 @@ Actor = AbstractBaseUser | AnonymousUser | str | None
 SCOPE_PRECEDENCE = [HaltScope.ALL, HaltScope.POOL, HaltScope.TICKER, HaltScope.CUSTOMER]
 # A reason ends up in Order.reject_reason, so it must fit there.
 REASON_MAX_LENGTH = Order._meta.get_field("reject_reason").max_length or 200
-# The reason is one line (it is quoted in reject reasons), as long as a reject reason; the target is a
-# pool name, a ticker symbol or a customer id, as long as the longest of them.
-REASON_TEXT = Text(max_length=REASON_MAX_LENGTH)
+# The reason is one line of free text (a TextField; it is quoted, cut to fit, in reject reasons); the
+# target is a pool name, a ticker symbol or a customer id, as long as the longest of them.
+REASON_TEXT = Text(max_length=FREE_TEXT_MAX_LENGTH)
 TARGET_TEXT = Text(
     max_length=max(
         Text.of(model, name).max_length

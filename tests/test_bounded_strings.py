@@ -29,7 +29,7 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from rest_framework.test import APIClient
 
-from broker.models import MarketDataJob, Ticker
+from broker.models import Customer, MarketDataJob, Ticker
 from orders import roles
 from orders.models import BulkBatch, Halt, HaltEvent, Order, Trade, TradeVersion
 from reporting.models import Break, BreakComment, BreakKind, ReconciliationRun
@@ -101,6 +101,7 @@ class World:
             "breaks": list(Break.objects.values_list("status", "resolution").order_by("pk")),
             "jobs": MarketDataJob.objects.count(),
             "tickers": Ticker.objects.count(),
+            "customers": list(Customer.objects.values_list("name", flat=True).order_by("pk")),
             "cancelled": list(Order.objects.values_list("status").order_by("pk")),
         }
 
@@ -201,6 +202,21 @@ def break_admin_form(field: str) -> Callable[[World, str], dict[str, Any]]:
     return data
 
 
+def customer_admin(world: World) -> str:
+    return f"/admin/broker/customer/{world.market['customers']['000002'].pk}/change/"
+
+
+def customer_admin_form(world: World, value: str) -> dict[str, Any]:
+    customer = world.market["customers"]["000002"]
+    return {
+        "customer_id": customer.customer_id,
+        "name": value,
+        "email": customer.email or "jane@example.com",
+        "initial_funds": str(customer.initial_funds),
+        "user": str(customer.user_id or ""),
+    }
+
+
 @dataclass(frozen=True)
 class Field:
     endpoint: str
@@ -296,7 +312,7 @@ FIELDS = [
             "/api/halts", lambda world, value: {"scope": "Ticker", "target": "COIN", "active": True, "reason": value}
         ),
         LINE,
-        200,
+        2000,
         "news pending",
         last_halt_reason,
     ),
@@ -343,7 +359,7 @@ FIELDS = [
         "reason",
         screen_post("/operations/halts/", lambda world, value: {"scope": "Ticker", "target": "COIN", "reason": value}),
         LINE,
-        200,
+        2000,
         "news pending",
         last_halt_reason,
     ),
@@ -436,9 +452,18 @@ FIELDS = [
             },
         ),
         LINE,
-        200,
+        2000,
         "news pending",
         last_halt_reason,
+    ),
+    Field(
+        "POST /admin/broker/customer/{id}/change/",
+        "name",
+        admin_post(customer_admin, customer_admin_form),
+        LINE,
+        200,
+        "Jane Doe",
+        lambda world: Customer.objects.get(customer_id="000002").name,
     ),
     Field(
         "POST /admin/reporting/break/{id}/change/",
