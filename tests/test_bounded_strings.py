@@ -496,6 +496,8 @@ def bad_values(field: Field) -> list[tuple[str, str]]:
         values.append(("bell inside", field.sample[:1] + "\x07" + field.sample[1:]))
     else:
         values.append(("trailing newline", field.sample + "\n"))
+        # a regex's `$` matches before a final newline: full length + "\n" passed it into varchar(n)
+        values.append(("full length and a newline", (field.sample * field.max_length)[: field.max_length] + "\n"))
         values.append(("carriage return inside", field.sample[:1] + "\r" + field.sample[1:]))
     if field.endpoint.startswith("POST /api/"):  # JSON can carry a lone surrogate; a form post cannot
         values.append(("lone surrogate", field.sample + "\ud800"))

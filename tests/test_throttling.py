@@ -81,7 +81,7 @@ def test_counts_are_in_redis_where_every_web_process_sees_them(market: Market, s
     other_process = redis.Redis.from_url(location)
     keys = other_process.keys("*throttle:orders:*")
     assert len(keys) == 1
-    assert int(other_process.get(keys[0])) == 3
+    assert other_process.get(keys[0]) == b"3"
     other_process.close()
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import tracemalloc
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import cast
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -39,10 +41,12 @@ def _copy_trades(*, like: Trade, copies: int) -> None:
     """`copies` more trades like `like`, each with its own venue execution (a trade is unique per
     execution and child), inserted set-based in two statements."""
     execution_columns = [
-        field.column for field in Execution._meta.concrete_fields if field.column not in ("id", "execution_id")
+        str(field.column) for field in Execution._meta.concrete_fields if field.column not in ("id", "execution_id")
     ]
     trade_columns = [
-        field.column for field in Trade._meta.concrete_fields if field.column not in ("id", "trade_id", "execution_id")
+        str(field.column)
+        for field in Trade._meta.concrete_fields
+        if field.column not in ("id", "trade_id", "execution_id")
     ]
     with connection.cursor() as cursor:
         cursor.execute(
@@ -70,7 +74,7 @@ def _consume_like_asgi(response: StreamingHttpResponse) -> tuple[int, int, str]:
 
     async def consume() -> tuple[int, bytes]:
         lines, start = 0, b""
-        async with aclosing(aiter(response)) as content:
+        async with aclosing(cast(AsyncGenerator[bytes, None], aiter(response))) as content:
             async for part in content:
                 lines += part.count(b"\n")
                 start += part[: max(0, 4096 - len(start))]
