@@ -49,7 +49,7 @@ def customer_upsert(*, customer_id: str, name: str, email: str, initial_funds: D
 @transaction.atomic
 def api_token_for_customer(*, customer_id: str, rotate: bool = False) -> Token:
     """The API token of the customer's client user, creating user and token on first use."""
-    customer = Customer.objects.select_for_update().filter(customer_id=customer_id).first()
+    customer = Customer.objects.select_for_update(no_key=True).filter(customer_id=customer_id).first()
     if customer is None:
         raise ApplicationError(f"Unknown customer {customer_id!r}.", field="customerId")
     if customer.user is None:

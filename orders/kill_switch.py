@@ -92,7 +92,7 @@ def halt_set(*, scope: str, target_id: int | None, active: bool, reason: str, ac
     # INSERT ... ON CONFLICT DO NOTHING, then lock: a concurrent first toggle cannot fail on the unique key.
     Halt.objects.bulk_create([Halt(scope=scope, **target, changed_by=actor_name)], ignore_conflicts=True)
     halt = (
-        Halt.objects.select_for_update(of=("self",))
+        Halt.objects.select_for_update(of=("self",), no_key=True)
         .select_related("pool", "ticker", "customer")
         .get(scope=scope, **target)
     )
@@ -103,8 +103,19 @@ def halt_set(*, scope: str, target_id: int | None, active: bool, reason: str, ac
         halt.changed_at = timezone.now()
         halt.save(update_fields=["active", "reason", "changed_by", "changed_at"])
         logger.warning("kill switch: %s by %s: %s", halt, actor_name, reason)
+        if not active:
+            # What the halt held was backed off by the sweeper meanwhile: send it again now, not up to a
+            # minute later.
+            transaction.on_commit(_released, robust=True)
     HaltEvent.objects.create(halt=halt, active=active, reason=reason, actor=actor_name)
     return halt
+
+
+def _released() -> None:
+    from orders import services, tasks
+
+    services.sweep_backoff_reset()
+    tasks.sweep.apply_async()
 
 
 # --- reads -------------------------------------------------------------------------------------------

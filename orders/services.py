@@ -1352,3 +1352,28 @@ def _sweep_claim(
     with connection.cursor() as cursor:
         cursor.execute(sql, [now, *params, *backoff])
         return list(cursor.fetchall())
+
+
+def sweep_backoff_reset() -> int:
+    """Make every order and child the sweeper is backing off due again; returns how many.
+
+    Called after a halt is released: what the halt held (orders waiting New, children held before their
+    venue) was re-sent and backed off while the halt lasted, and would otherwise wait up to
+    SWEEP_BACKOFF_MAX_SECONDS more for its next re-send. Rows another transaction holds are skipped, not
+    waited for (they are moving anyway, which restarts their back-off), so this can never deadlock
+    with the order flow.
+    """
+    reset = 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        for model in (Order, ChildOrder):
+            table = connection.ops.quote_name(model._meta.db_table)
+            cursor.execute(
+                f"""
+                UPDATE {table} SET swept_at = NULL, sweeps = 0
+                WHERE id IN (
+                    SELECT id FROM {table} WHERE swept_at IS NOT NULL ORDER BY id FOR NO KEY UPDATE SKIP LOCKED
+                )
+                """  # noqa: S608  (only the table name, a constant, goes into the text)
+            )
+            reset += cursor.rowcount
+    return reset

@@ -500,7 +500,7 @@ Actor = AbstractBaseUser | None
 
 
 def _locked(break_id: int) -> Break:
-    return Break.objects.select_for_update(of=("self",)).get(pk=break_id)
+    return Break.objects.select_for_update(of=("self",), no_key=True).get(pk=break_id)
 
 
 def _transition(item: Break, *, to: str, actor: Actor, text: str) -> None:

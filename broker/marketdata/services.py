@@ -72,7 +72,7 @@ def quote_store(*, symbol: str, quote: Quote, source: str, as_of: date) -> Ticke
     follows the market data but never waits for it.
     """
     with transaction.atomic():
-        ticker = Ticker.objects.select_for_update().get(symbol=symbol)
+        ticker = Ticker.objects.select_for_update(no_key=True).get(symbol=symbol)
         price = quote.last_price or quote.previous_close
         ticker.name = quote.name or ticker.name
         ticker.exchange = quote.exchange or ticker.exchange
@@ -203,7 +203,7 @@ def fetch_failure_record(
     job = MarketDataJob.objects.filter(job_id=job_id).first() if job_id else None
     now = timezone.now()
     with transaction.atomic():
-        ticker = Ticker.objects.select_for_update().filter(symbol=symbol).first()
+        ticker = Ticker.objects.select_for_update(no_key=True).filter(symbol=symbol).first()
         values = {"kind": error.kind, "error": error.message[:2000], "attempts": attempt, "resolved_at": None}
         if job is not None:
             failure, _ = MarketDataFailure.objects.update_or_create(job=job, symbol=symbol, what=what, defaults=values)
@@ -283,7 +283,7 @@ def _dispatch(job_id: str) -> None:
 def job_finish(*, job_id: str, results: Sequence[dict[str, Any]] | None = None) -> MarketDataJob:
     """Close a job from what its fetches stored and which failures are still open. Idempotent."""
     with transaction.atomic():
-        job = MarketDataJob.objects.select_for_update().get(job_id=job_id)
+        job = MarketDataJob.objects.select_for_update(no_key=True).get(job_id=job_id)
         if job.state != MarketDataJobState.PENDING:
             return job
         open_failures = {

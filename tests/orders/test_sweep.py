@@ -330,3 +330,34 @@ def test_a_batch_that_fails_while_validating_shows_no_preview(market: Market, se
     assert "Validation stopped after 0 of 1 rows" in page
     assert 'id="valid-count"' not in page
     assert "data-line=" not in page
+
+
+def test_releasing_a_halt_makes_what_it_held_due_at_once(market: Market, settings: Any) -> None:
+    # given a Day limit order held New by a ticker halt, re-sent by the sweeper until it backs off
+    from orders import kill_switch
+    from orders.models import HaltScope
+
+    settings.SWEEP_AFTER_SECONDS = 10
+    settings.SWEEP_BACKOFF_MAX_SECONDS = 60
+    ticker = market["ticker"]
+    held = place(quantity=100, price="260.00")
+    kill_switch.halt_set(scope=HaltScope.TICKER, target_id=ticker.pk, active=True, reason="news", actor="ops")
+    services.order_route(order_id=held.pk)
+    _age(Order, [held.pk])
+    assert services.orders_sweep()["orders"] == 1
+    _age(Order, [held.pk], seconds=11, field="swept_at")
+    assert services.orders_sweep()["orders"] == 1
+    _age(Order, [held.pk], seconds=11, field="swept_at")
+    assert services.orders_sweep()["orders"] == 0  # backed off: its next re-send waits two intervals
+
+    # when the halt is released (its after-commit work run as the commit would)
+    with transaction.atomic():
+        kill_switch.halt_set(scope=HaltScope.TICKER, target_id=ticker.pk, active=False, reason="", actor="ops")
+        callbacks = list(connection.run_on_commit)
+    reset = services.sweep_backoff_reset()
+
+    # then the held order is due for the very next sweep
+    assert callbacks, "a release must schedule the reset after its commit"
+    assert reset >= 1
+    assert Order.objects.get(pk=held.pk).sweeps == 0
+    assert services.orders_sweep()["orders"] == 1

@@ -143,3 +143,35 @@ def test_asgi_export_keeps_the_filters_and_the_permission(market: Market) -> Non
     stranger = AsyncClient()
     stranger.force_login(User.objects.create_user("stranger", is_staff=True))
     assert async_to_sync(stranger.get)("/trades/export.csv?customer=000002").status_code == 403
+
+
+def test_every_exported_column_equals_the_api_trade_shape(market: Market) -> None:
+    # given lit and dark fills of a split order, some settled, some not
+    from orders import services
+    from orders.api.serializers import TradeOutputSerializer
+
+    drive(place("000002", quantity=2500, price="260.00"))
+    unsettled = Trade.objects.order_by("id").first()
+    assert unsettled is not None
+    for trade in Trade.objects.exclude(pk=unsettled.pk):
+        services.trade_settle(trade_id=trade.pk)
+    kinds = set(Trade.objects.values_list("pool__kind", flat=True))
+    assert kinds == {"Lit", "Dark"}
+
+    # when they are exported
+    response = _asgi_get("/trades/export.csv?customer=000002", username="trader", group=roles.TRADER)
+    content = b"".join(async_to_sync(_collect)(response)).decode()
+
+    # then each row is the API's trade, field by field (None as an empty cell)
+    rows = {row["tradeId"]: row for row in csv.DictReader(io.StringIO(content))}
+    trades = Trade.objects.select_related("order", "customer", "ticker", "pool")
+    assert len(rows) == trades.count()
+    for trade in trades:
+        expected = {
+            name: "" if value is None else str(value) for name, value in TradeOutputSerializer(trade).data.items()
+        }
+        assert rows[str(trade.trade_id)] == expected
+
+
+async def _collect(response: StreamingHttpResponse) -> list[bytes]:
+    return [part async for part in cast(AsyncGenerator[bytes, None], aiter(response))]
