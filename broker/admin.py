@@ -4,22 +4,28 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from broker.admin_base import AppendOnlyAdmin, RecordAdmin, price_text
+from broker.admin_base import AppendOnlyAdmin, ChangedFieldsAdmin, RecordAdmin, price_text
 from broker.marketdata import services as marketdata_services
 from broker.models import Customer, MarketDataFailure, MarketDataJob, PriceBar, Ticker
 from broker.text import BoundedTextAdmin
 
 
 @admin.register(Customer)
-class CustomerAdmin(BoundedTextAdmin, admin.ModelAdmin):
+class CustomerAdmin(BoundedTextAdmin, ChangedFieldsAdmin):
     list_display = ["customer_id", "name", "email", "initial_funds", "user", "created_at"]
     search_fields = ["customer_id", "name", "email"]
-    readonly_fields = ["created_at"]
+    # Initial funds are posted to the ledger once, when the customer is funded (seed_demo, the tests'
+    # fixtures); editing the number here, or adding a customer that was never funded, would break cash
+    # conservation (invariant 2). Names, e-mail and the client user stay editable.
+    readonly_fields = ["initial_funds", "created_at"]
     raw_id_fields = ["user"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(Ticker)
-class TickerAdmin(BoundedTextAdmin, admin.ModelAdmin):
+class TickerAdmin(BoundedTextAdmin, ChangedFieldsAdmin):
     list_display = [
         "symbol",
         "name",

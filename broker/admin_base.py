@@ -72,3 +72,17 @@ customer_column.short_description = "customer"  # type: ignore[attr-defined]
 customer_column.admin_order_field = "customer__customer_id"  # type: ignore[attr-defined]
 ticker_column.short_description = "ticker"  # type: ignore[attr-defined]
 ticker_column.admin_order_field = "ticker__symbol"  # type: ignore[attr-defined]
+
+
+class ChangedFieldsAdmin(admin.ModelAdmin):
+    """Reference data staff may edit (customers' names, tickers' reference prices, venues' fees): a Save
+    writes only the fields the form changed. A full-row UPDATE would write back every other column as it
+    was read when the page opened, over what a service (a market-data fetch, say) wrote since."""
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        changed = [name for name in form.changed_data if name in {field.name for field in obj._meta.concrete_fields}]
+        if changed:
+            obj.save(update_fields=changed)

@@ -158,7 +158,7 @@ CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or _celery_url(R
 # outlast the blocking pop: 15 s is the pop plus a margin, and stays finite so a dead Redis is noticed.
 # channels-redis passes every key of a host dict but "address" to redis-py's ConnectionPool.from_url
 # (for unix:// and redis:// alike); a query-string socket_timeout in REDIS_URL would still win.
-CHANNEL_LAYER_SOCKET_TIMEOUT = 15
+CHANNEL_LAYER_SOCKET_TIMEOUT = env_int("CHANNEL_LAYER_SOCKET_TIMEOUT", 15)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",

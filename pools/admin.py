@@ -1,11 +1,11 @@
 from django.contrib import admin
 
-from broker.admin_base import AppendOnlyAdmin, RecordAdmin
+from broker.admin_base import AppendOnlyAdmin, ChangedFieldsAdmin, RecordAdmin
 from pools.models import Book, BookOrder, Execution, Pool
 
 
 @admin.register(Pool)
-class PoolAdmin(admin.ModelAdmin):
+class PoolAdmin(ChangedFieldsAdmin):
     list_display = ["name", "description", "kind", "maker_fee", "taker_fee", "active"]
     list_filter = ["kind", "active"]
     search_fields = ["name", "description"]

@@ -113,3 +113,57 @@ def test_admin_actions_that_call_services_still_work(
     assert ReconciliationRun.objects.exists()
     assert fetch.status_code == 302
     assert MarketDataJob.objects.filter(reason="admin", symbols=["COIN"]).count() == 2
+
+
+def test_a_customers_initial_funds_cannot_be_changed_nor_an_unfunded_customer_added(
+    market: Market, admin_client: Client
+) -> None:
+    # given a funded customer (its initial funds are posted to the ledger)
+    from broker.models import Customer
+
+    customer = Customer.objects.get(customer_id="000002")
+    before = customer.initial_funds
+
+    # when the superuser posts its change form with other initial funds, and tries to add a customer
+    changed = admin_client.post(
+        _url(Customer, "change", customer.pk),
+        {"customer_id": "000002", "name": "Renamed", "email": "x@example.com", "initial_funds": "1.00"},
+    )
+    added = admin_client.get(_url(Customer, "add"))
+
+    # then the name changes but the funds do not, and adding is refused
+    assert changed.status_code == 302
+    customer.refresh_from_db()
+    assert customer.name == "Renamed"
+    assert customer.initial_funds == before
+    assert added.status_code == 403
+
+
+def test_saving_a_ticker_writes_only_what_the_form_changed(market: Market, admin_client: Client) -> None:
+    # given a ticker's change page opened by staff
+    from decimal import Decimal
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from broker.models import Ticker
+
+    ticker = Ticker.objects.get(symbol="COIN")
+    page = admin_client.get(_url(Ticker, "change", ticker.pk))
+    form = page.context["adminform"].form
+    data = {name: ("" if value is None else value) for name, value in form.initial.items() if name in form.fields}
+
+    # when staff save a new reference price from that page
+    data.update({"reference_price": "257.00", "_save": "Save"})
+    with CaptureQueriesContext(connection) as queries:
+        saved = admin_client.post(_url(Ticker, "change", ticker.pk), data)
+
+    # then the reference price changed, and the UPDATE named only it: a market-data fetch storing the
+    # last price between the admin's read and its write (the window a full-row save has) is not undone
+    assert saved.status_code == 302, saved.content[:2000]
+    ticker.refresh_from_db()
+    assert ticker.reference_price == Decimal("257.00")
+    updates = [query["sql"] for query in queries.captured_queries if query["sql"].startswith('UPDATE "broker_ticker"')]
+    assert len(updates) == 1
+    assert '"reference_price"' in updates[0]
+    assert '"last_price"' not in updates[0]
