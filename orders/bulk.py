@@ -141,9 +141,8 @@ def bulk_batch_validate(*, batch_id: int) -> BulkBatch:
         return batch
     for index, row in enumerate(batch.rows, start=1):
         row["errors"] = _row_errors(row["fields"], actor=batch.created_by)
-        if index % PROGRESS_EVERY == 0:
-            # `updated_at` too: a batch that makes progress is not one for the sweeper to resume.
-            BulkBatch.objects.filter(pk=batch.pk).update(processed=index, updated_at=timezone.now())
+        if index % PROGRESS_EVERY == 0 and not _progress_saved(batch.pk, (BulkStatus.VALIDATING,), processed=index):
+            return BulkBatch.objects.get(pk=batch.pk)  # another run finished the batch: its result stands
     batch.valid = sum(1 for row in batch.rows if not row["errors"])
     batch.processed = batch.total
     batch.status = BulkStatus.PREVIEW
@@ -177,6 +176,21 @@ def bulk_batch_book(*, batch_id: int) -> BulkBatch:
     return batch
 
 
+def _progress_saved(batch_id: int, statuses: tuple[str, ...], **progress: Any) -> bool:
+    """Save a run's progress, and `updated_at` (a batch that makes progress is not one for the sweeper to
+    resume), only while the batch is still in one of `statuses`. False: another run (a resume of a run
+    that was merely slow) has finished the batch, and this one must stop rather than write its older
+    progress over the result."""
+    return bool(
+        BulkBatch.objects.filter(pk=batch_id, status__in=statuses).update(**progress, updated_at=timezone.now())
+    )
+
+
+# A batch a booking run may still write to: Failed too, since the sweeper may give up on a run that is
+# merely slow, and that run then finishes the batch after all.
+STILL_BOOKING = (BulkStatus.BOOKING, BulkStatus.FAILED)
+
+
 def bulk_batch_book_rows(*, batch_id: int) -> BulkBatch:
     """Place every valid row not yet placed, through the order service; record each order's outcome.
 
@@ -195,12 +209,14 @@ def bulk_batch_book_rows(*, batch_id: int) -> BulkBatch:
             _book_row(batch, row)
             placed += 1
             if placed % ROWS_SAVE_EVERY == 0:
-                # What a resume skips. Not every row: each save writes the whole file.
-                BulkBatch.objects.filter(pk=batch.pk).update(rows=batch.rows, processed=done, updated_at=timezone.now())
+                # What a resume skips. Not every row: each save writes the whole file. Only while still
+                # booking (or given up on by the sweeper, which a live run may still finish): a duplicate run
+                # stops once the other one booked the batch.
+                if not _progress_saved(batch.pk, STILL_BOOKING, rows=batch.rows, processed=done):
+                    return BulkBatch.objects.get(pk=batch.pk)
                 continue
-        if done % PROGRESS_EVERY == 0:
-            # The count, and `updated_at`: a batch that makes progress is not one for the sweeper.
-            BulkBatch.objects.filter(pk=batch.pk).update(processed=done, updated_at=timezone.now())
+        if done % PROGRESS_EVERY == 0 and not _progress_saved(batch.pk, STILL_BOOKING, processed=done):
+            return BulkBatch.objects.get(pk=batch.pk)
     batch.processed = done
     batch.booked = sum(1 for row in batch.rows if "orderId" in row)
     batch.status = BulkStatus.BOOKED

@@ -70,7 +70,7 @@ from orders.validation import CORRECTION_REASON_TEXT, OrderRequest
 from pools import selectors as pool_selectors
 from pools import services as pool_services
 from pools.liquidity import round_to_tick
-from pools.models import Book, Pool, PoolKind
+from pools.models import Book, BookOrder, BookOrderStatus, Pool, PoolKind
 from settlement import services as settlement_services
 
 logger = logging.getLogger(__name__)
@@ -491,11 +491,21 @@ def _route_fill_or_kill(*, order_id: int, halted: Collection[int]) -> Order:
                 pool_services.book_lock(pool_id=venue.pool_id, ticker_id=ticker_id)
                 for venue in sorted(_venues(PoolKind.LIT, halted=halted), key=lambda venue: venue.pool_id)
             ]
-            order = (
-                Order.objects.select_for_update(of=("self",), no_key=True)
+            # The order and the parent of every broker order resting on these books, in one statement by
+            # id: each `_submit_locked` below locks the parents its fills touch, and over several children
+            # those would be taken out of id order (while a dark match may lock the same parents by id).
+            resting_children = BookOrder.objects.filter(
+                book__in=books, status=BookOrderStatus.OPEN, client_ref__isnull=False
+            ).values("client_ref")
+            resting_parents = ChildOrder.objects.filter(pk__in=resting_children).values_list("parent_id", flat=True)
+            locked = {
+                locked_order.pk: locked_order
+                for locked_order in Order.objects.select_for_update(of=("self",), no_key=True)
                 .select_related("customer", "ticker")
-                .get(pk=order_id)
-            )
+                .filter(pk__in={order_id, *resting_parents})
+                .order_by("pk")
+            }
+            order = locked[order_id]
             if order.status != OrderStatus.NEW:
                 return order
             # The books are locked: this depth is exactly what can be taken.
@@ -681,9 +691,9 @@ def _submit_locked(*, book: Book, child: ChildOrder, effects: _Effects, may_rero
 
     Caller holds the book lock and is inside a transaction. Locks (FOR NO KEY UPDATE, module docstring):
     the parents of every child that traded (by id), then those children (by id), then updates the
-    reservations of those parents (by id). The fill-or-kill route holds its order before this locks the
-    makers' parents, which may have lower ids: safe, as that order is New and every other transaction
-    that could lock it (route, cancel) first locks every lit book of the ticker, which the route holds.
+    reservations of those parents (by id). The fill-or-kill route calls this once per child, so it locks
+    its order and every resting broker order's parent on its books up front, by id, in one statement:
+    each call here then only re-locks parents the route already holds.
     """
     order = child.parent
     midpoint = (
@@ -1274,9 +1284,10 @@ def orders_sweep(*, older_than: timedelta | None = None) -> dict[str, int]:
     queued rather than lost, the sweeper so adds a few duplicates per item, not a copy of every stuck
     item every 5 s; and a duplicate match task returns before the book lock (`child_match`).
 
-    The tasks are published before the claims commit, on purpose: if the broker cannot be reached
-    the claims roll back with the error and the next sweep sends them; a task that starts before the
-    commit waits on its claimed row only for the rest of this short transaction.
+    The claims commit before anything is published, so no row stays locked while up to 2,000 tasks go
+    to the broker (the very tasks that will want those rows); if publishing fails (the broker cannot be
+    reached), the claims are taken back (`_sweep_unclaim`) so the next sweep sends them again, and
+    whatever did go out before the failure is a harmless duplicate.
     """
     after = timedelta(seconds=settings.SWEEP_AFTER_SECONDS) if older_than is None else older_than
     now = timezone.now()
@@ -1304,10 +1315,20 @@ def orders_sweep(*, older_than: timedelta | None = None) -> dict[str, int]:
         effects.matches.extend(
             (child_id, attempt, _queue_for(pools[pool_id])) for child_id, attempt, pool_id in children
         )
-        if effects.routes or effects.matches:
-            logger.warning("sweeper re-driving %d orders and %d children", len(effects.routes), len(effects.matches))
+    if effects.routes or effects.matches:
+        logger.warning("sweeper re-driving %d orders and %d children", len(effects.routes), len(effects.matches))
+        try:
             effects._run()
+        except Exception:
+            _sweep_unclaim(order_ids=effects.routes, child_ids=[child_id for child_id, _, _ in effects.matches])
+            raise
     return {"orders": len(effects.routes), "children": len(effects.matches)}
+
+
+def _sweep_unclaim(*, order_ids: list[int], child_ids: list[int]) -> None:
+    """Take back claims whose tasks may not have been sent: due again at the next sweep."""
+    Order.objects.filter(pk__in=order_ids).update(swept_at=None)
+    ChildOrder.objects.filter(pk__in=child_ids).update(swept_at=None)
 
 
 def _sweep_claim(
@@ -1364,16 +1385,27 @@ def sweep_backoff_reset() -> int:
     with the order flow.
     """
     reset = 0
+    # Only rows still stuck (the sweep's own conditions): `swept_at` stays on rows that moved on since.
+    stuck = (
+        (Order, "status = %s", [OrderStatus.NEW]),
+        (
+            ChildOrder,
+            "status IN (%s, %s) AND attempt > submitted_attempt",
+            [ChildStatus.ROUTED, ChildStatus.PARTIALLY_FILLED],
+        ),
+    )
     with transaction.atomic(), connection.cursor() as cursor:
-        for model in (Order, ChildOrder):
+        for model, condition, params in stuck:
             table = connection.ops.quote_name(model._meta.db_table)
             cursor.execute(
                 f"""
                 UPDATE {table} SET swept_at = NULL, sweeps = 0
                 WHERE id IN (
-                    SELECT id FROM {table} WHERE swept_at IS NOT NULL ORDER BY id FOR NO KEY UPDATE SKIP LOCKED
+                    SELECT id FROM {table} WHERE swept_at IS NOT NULL AND {condition}
+                    ORDER BY id FOR NO KEY UPDATE SKIP LOCKED
                 )
-                """  # noqa: S608  (only the table name, a constant, goes into the text)
+                """,  # noqa: S608  (only constants go into the text: the table name and the conditions)
+                params,
             )
             reset += cursor.rowcount
     return reset

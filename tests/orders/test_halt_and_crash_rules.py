@@ -405,3 +405,42 @@ def test_a_sub_penny_trade_settles_into_correct_books_and_readable_holdings(mark
     assert "PENNY" not in after_sell or after_sell["PENNY"] == 0
     assert cash_balance(customer_id=customer.pk) == cash_before
     assert all_violations() == []
+
+
+def test_fill_or_kill_locks_every_resting_parent_before_its_first_fill(market: Market) -> None:
+    # given broker orders of two customers resting on the lit books
+    import re
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from orders import services
+
+    makers = [
+        place("000003", direction="Sell", quantity=200, price="256.65"),
+        place("000004", direction="Sell", quantity=200, price="256.66"),
+    ]
+    for maker in makers:
+        drive(maker)
+        assert maker.status == OrderStatus.ROUTED  # resting
+
+    # when a FOK buy is routed (it fills child by child, each fill locking the parents it touches)
+    order = place(quantity=3000, price="260.00", timeInForce="FOK")
+    with CaptureQueriesContext(connection) as queries:
+        services.order_route(order_id=order.pk)
+
+    # then its first order lock already held its own order and every resting parent, in one statement:
+    # later fills only re-lock what it holds, so parents are never taken out of id order (a dark match
+    # locking the same parents by id could otherwise deadlock with it)
+    order_locks = [
+        query["sql"]
+        for query in queries.captured_queries
+        if query["sql"].startswith('SELECT "orders_order"') and "FOR NO KEY UPDATE" in query["sql"]
+    ]
+    assert order_locks, "the route locks orders"
+    listed = re.search(r'"orders_order"\."id" IN \(([\d, ]+)\)', order_locks[0])
+    assert listed is not None, order_locks[0][:300]
+    assert {order.pk, *(maker.pk for maker in makers)} <= {int(pk) for pk in listed.group(1).split(",")}
+    order.refresh_from_db()
+    assert order.status == OrderStatus.FILLED
+    assert all_violations() == []

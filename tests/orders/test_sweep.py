@@ -350,6 +350,11 @@ def test_releasing_a_halt_makes_what_it_held_due_at_once(market: Market, setting
     _age(Order, [held.pk], seconds=11, field="swept_at")
     assert services.orders_sweep()["orders"] == 0  # backed off: its next re-send waits two intervals
 
+    # and a finished order the sweeper once re-sent (its `swept_at` stays after it moved on)
+    finished = place("000003", quantity=100, price="260.00")  # refused by the halt: Rejected
+    assert finished.is_final
+    Order.objects.filter(pk=finished.pk).update(swept_at=timezone.now(), sweeps=3)
+
     # when the halt is released (its after-commit work run as the commit would)
     with transaction.atomic():
         kill_switch.halt_set(scope=HaltScope.TICKER, target_id=ticker.pk, active=False, reason="", actor="ops")
@@ -360,4 +365,5 @@ def test_releasing_a_halt_makes_what_it_held_due_at_once(market: Market, setting
     assert callbacks, "a release must schedule the reset after its commit"
     assert reset >= 1
     assert Order.objects.get(pk=held.pk).sweeps == 0
+    assert Order.objects.get(pk=finished.pk).sweeps == 3  # only what is still stuck is touched
     assert services.orders_sweep()["orders"] == 1
