@@ -626,17 +626,23 @@ def child_match(*, child_id: int, attempt: int) -> ChildOrder | None:
         book = pool_services.book_lock(pool_id=peek["pool_id"], ticker_id=peek["parent__ticker_id"])
         # Read under the book lock: nothing else may change this child while we hold it.
         child = ChildOrder.objects.select_related("parent__customer", "parent__ticker", "pool").get(pk=child_id)
-        if (
-            child.pool_id != book.pool_id
-            or child.attempt != attempt
-            or child.submitted_attempt >= attempt
-            or child.status in FINAL_CHILD_STATUSES
-        ):
+        if _match_moot(child, pool_id=book.pool_id, attempt=attempt):
             return child
         effects = _Effects()
         _submit_locked(book=book, child=child, effects=effects, may_reroute=True)
         effects.on_commit()
     return child
+
+
+def _match_moot(child: ChildOrder, *, pool_id: int, attempt: int) -> bool:
+    """A match task for this (pool, attempt) has nothing left to do: the child moved to another venue,
+    was re-routed to a newer attempt, already reached the venue with this one, or is finished."""
+    return (
+        child.pool_id != pool_id
+        or child.attempt != attempt
+        or child.submitted_attempt >= attempt
+        or child.status in FINAL_CHILD_STATUSES
+    )
 
 
 def _child_cancel_halted(*, child_id: int, attempt: int, pool_id: int, ticker_id: int, reason: str) -> ChildOrder:
@@ -657,12 +663,7 @@ def _child_cancel_halted(*, child_id: int, attempt: int, pool_id: int, ticker_id
             .get(pk=parent_id)
         )
         child = ChildOrder.objects.select_for_update(of=("self",), no_key=True).get(pk=child_id)
-        if (
-            child.pool_id != book.pool_id
-            or child.attempt != attempt
-            or child.submitted_attempt >= attempt
-            or child.status in FINAL_CHILD_STATUSES
-        ):
+        if _match_moot(child, pool_id=book.pool_id, attempt=attempt):
             return child
         events: list[OrderEvent] = []
         _child_transition(child, ChildStatus.CANCELLED, actor="kill switch", events=events, reason=reason)
