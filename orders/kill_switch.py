@@ -1,16 +1,17 @@
 """The kill switch: halt everything, a pool, a ticker or a customer, and ask whether an order is halted.
 
 `halt_set` is the only writer of `Halt` and `HaltEvent` (the admin and the staff API call it).
-`halt_reason` is read on every order placement and every match, so it is one small query.
+`halts_active` is read on every order placement, routing and batch of matches, so it is one small query.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from broker.exceptions import ApplicationError
@@ -158,26 +159,49 @@ def _describe(halt: Halt) -> str:
     return text if len(text) <= REASON_MAX_LENGTH else text[: REASON_MAX_LENGTH - 1] + "…"
 
 
+@dataclass(frozen=True, slots=True)
+class HaltSnapshot:
+    """Every active halt, read in one query: what a routing or matching decision asks of the kill switch.
+
+    Read it once per decision (or per batch of matches, under the book lock), never cache it across
+    transactions: a halt takes effect for the very next decision.
+    """
+
+    active: tuple[Halt, ...]
+
+    def reason(self, *, customer_id: int, ticker_id: int, pool_id: int | None = None) -> str | None:
+        """Why an order of this customer in this ticker (at this pool, if given) must not trade; None if free."""
+        covering = [
+            halt
+            for halt in self.active
+            if halt.scope == HaltScope.ALL
+            or (halt.scope == HaltScope.CUSTOMER and halt.customer_id == customer_id)
+            or (halt.scope == HaltScope.TICKER and halt.ticker_id == ticker_id)
+            or (pool_id is not None and halt.scope == HaltScope.POOL and halt.pool_id == pool_id)
+        ]
+        if not covering:
+            return None
+        return _describe(min(covering, key=lambda halt: (SCOPE_PRECEDENCE.index(HaltScope(halt.scope)), halt.pk)))
+
+    @property
+    def halted_pool_ids(self) -> set[int]:
+        """Pools with an active Pool halt. A halt of everything is not listed here: `reason` reports it."""
+        return {halt.pool_id for halt in self.active if halt.scope == HaltScope.POOL and halt.pool_id is not None}
+
+
+def halts_active() -> HaltSnapshot:
+    """The active halts now (one query; usually none)."""
+    return HaltSnapshot(active=tuple(Halt.objects.filter(active=True).select_related("pool", "ticker", "customer")))
+
+
 def halt_reason(*, customer_id: int, ticker_id: int, pool_id: int | None = None) -> str | None:
     """Why an order of this customer in this ticker (at this pool, if given) must not trade; None if free.
 
-    Ids are primary keys. One query: active halts of everything, the customer, the ticker and the pool.
+    Ids are primary keys. One query: the active halts (`halts_active`).
     """
-    covering = (
-        Q(scope=HaltScope.ALL)
-        | Q(scope=HaltScope.CUSTOMER, customer_id=customer_id)
-        | Q(scope=HaltScope.TICKER, ticker_id=ticker_id)
-    )
-    if pool_id is not None:
-        covering |= Q(scope=HaltScope.POOL, pool_id=pool_id)
-    active = list(Halt.objects.filter(covering, active=True).select_related("pool", "ticker", "customer"))
-    if not active:
-        return None
-    return _describe(min(active, key=lambda halt: (SCOPE_PRECEDENCE.index(HaltScope(halt.scope)), halt.pk)))
+    return halts_active().reason(customer_id=customer_id, ticker_id=ticker_id, pool_id=pool_id)
 
 
 def halted_pool_ids() -> set[int]:
     """Pools with an active Pool halt. A halt of everything is not listed here: `halt_reason` reports it."""
-    return set(
-        Halt.objects.filter(scope=HaltScope.POOL, active=True, pool__isnull=False).values_list("pool_id", flat=True)
-    )
+    return halts_active().halted_pool_ids

@@ -43,7 +43,7 @@ class OrderStatus(models.TextChoices):
 
 FINAL_ORDER_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
 
-# The order pipeline as data: the one table `orders.services._transition` checks.
+# The order pipeline as data: the one table `orders.services.transitions.transition` checks.
 ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
     # New -> Expired: a Day order held unrouted by a halt still expires at the close.
     OrderStatus.NEW: frozenset({OrderStatus.ROUTED, OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED}),
@@ -184,7 +184,16 @@ class ChildOrder(models.Model):
 
     class Meta:
         ordering = ["parent_id", "index"]
-        indexes = [models.Index(fields=["status", "updated_at"], name="child_status_updated")]
+        indexes = [
+            models.Index(fields=["status", "updated_at"], name="child_status_updated"),
+            # The children waiting for their venue (orders.services.matching): few at any time, read by
+            # every batch of matches under its book's lock.
+            models.Index(
+                fields=["pool", "id"],
+                condition=models.Q(attempt__gt=models.F("submitted_attempt"), status__in=["Routed", "PartiallyFilled"]),
+                name="child_waiting",
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["parent", "index"], name="child_unique_index"),
             models.CheckConstraint(condition=models.Q(quantity__gt=0), name="child_quantity_positive"),
@@ -251,12 +260,26 @@ class Trade(models.Model):
         return f"{self.direction} {self.quantity} {self.ticker.symbol} @ {self.price} on {self.pool.name}"
 
 
+class EventKind(models.TextChoices):
+    """What an `OrderEvent` records; the order pipeline writes no other kind."""
+
+    ACCEPTED = "accepted", "Accepted by the gateway"
+    STATUS = "status", "Order status changed"
+    CHILD_STATUS = "child_status", "Child order status changed"
+    ROUTED = "routed", "Child order routed to a venue"
+    REROUTED = "rerouted", "Child order re-routed to another venue"
+    FILL = "fill", "Fill"
+    SETTLED = "settled", "Trade settled"
+    AMENDED = "amended", "Trade amended"
+    BUSTED = "busted", "Trade busted"
+
+
 class OrderEvent(models.Model):
     """Append-only audit log of everything that happened to an order and its children."""
 
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="events")
     child = models.ForeignKey(ChildOrder, on_delete=models.PROTECT, null=True, blank=True, related_name="events")
-    kind = models.CharField(max_length=20)
+    kind = models.CharField(max_length=20, choices=EventKind.choices)
     from_status = models.CharField(max_length=15, blank=True)
     to_status = models.CharField(max_length=15, blank=True)
     actor = models.CharField(max_length=150, blank=True)

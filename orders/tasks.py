@@ -39,8 +39,24 @@ def route_order(order_id: int) -> None:
     soft_time_limit=50,
 )
 def match_child(child_id: int, attempt: int) -> None:
-    # Sent to the `lit` or `dark` queue by pool type (orders.services._Effects).
+    # The sweeper's re-send for one stuck child, on the `lit` or `dark` queue by pool type: it drains
+    # the child's whole book.
     services.child_match(child_id=child_id, attempt=attempt)
+
+
+@shared_task(
+    name="orders.match_book",
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=5,
+    time_limit=60,
+    soft_time_limit=50,
+)
+def match_book(pool_id: int, ticker_id: int) -> int | None:
+    # Sent to the `lit` or `dark` queue by pool type (orders.services.effects.Effects) for a book that
+    # children were sent to and that was busy: one batch takes every child waiting there.
+    return services.book_match(pool_id=pool_id, ticker_id=ticker_id)
 
 
 @shared_task(name="orders.expire_day_orders", acks_late=True, time_limit=120, soft_time_limit=110)

@@ -1,12 +1,22 @@
-"""Venue-side reads: the NBBO and the displayed depth the router looks at."""
+"""Venue-side reads: the venues and their fee schedules, the NBBO and the displayed depth the router looks at.
+
+The venues (a handful of `Pool` rows that change only when staff edit them) are cached per process:
+every order's placement, routing and matching asks for them. The cache is checked against a version
+kept in the shared cache (Redis), which every save or delete of a pool bumps (`venues_changed`, wired
+to the model's signals in `pools.apps`), so an edit in the admin reaches every web and worker process
+at its next order. If the shared cache cannot be reached, the venues are read from the database.
+"""
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import cast
 
+from django.core.cache import cache
 from django.db.models import Max, Min, Sum
 
 from pools import engine
@@ -44,11 +54,77 @@ def nbbo(*, ticker_id: int, exclude_pool_ids: Collection[int] = ()) -> Nbbo:
     return Nbbo(best_bid=row["best_bid"], best_ask=row["best_ask"])
 
 
+logger = logging.getLogger(__name__)
+
+VENUES_VERSION_KEY = "pools:venues-version"
+
+
+@dataclass(slots=True)
+class _Venues:
+    version: str
+    pools: tuple[Pool, ...]  # every pool, active or not, cheapest taker first
+    books_ready: set[int] = field(default_factory=set)  # tickers with a book on every active pool
+
+
+_venues: _Venues | None = None
+
+
+def _shared_version() -> str | None:
+    try:
+        version = cache.get(VENUES_VERSION_KEY)
+        if version is None:
+            cache.add(VENUES_VERSION_KEY, uuid.uuid4().hex)
+            version = cache.get(VENUES_VERSION_KEY)
+    except Exception:  # the shared cache is down: read the database every time rather than risk stale fees
+        logger.warning("venue cache version unavailable; reading pools from the database", exc_info=True)
+        return None
+    return cast(str | None, version)
+
+
+def _current() -> _Venues:
+    global _venues
+    version = _shared_version()
+    if version is None or _venues is None or _venues.version != version:
+        pools = tuple(Pool.objects.order_by("taker_fee", "name"))
+        current = _Venues(version=version or "", pools=pools)
+        if version is None:
+            return current
+        _venues = current
+    return _venues
+
+
+def venues_changed() -> None:
+    """A pool was saved or deleted: every process reloads the venues at its next use."""
+    global _venues
+    _venues = None
+    try:
+        cache.set(VENUES_VERSION_KEY, uuid.uuid4().hex, timeout=None)
+    except Exception:
+        logger.exception("could not bump the venue cache version; other processes may use old fees")
+
+
 def pools_active(*, kind: str | None = None) -> list[Pool]:
-    queryset = Pool.objects.filter(active=True)
-    if kind:
-        queryset = queryset.filter(kind=kind)
-    return list(queryset.order_by("taker_fee", "name"))
+    """Active venues (of `kind`, if given), cheapest taker fee first. Cached per process (module docstring)."""
+    return [pool for pool in _current().pools if pool.active and (kind is None or pool.kind == kind)]
+
+
+def pools_by_id() -> dict[int, Pool]:
+    """Every venue, active or not, by primary key (cached like `pools_active`)."""
+    return {pool.pk: pool for pool in _current().pools}
+
+
+def max_fee_rate() -> Decimal:
+    """The highest per-share fee (maker or taker) of any active venue: what a buy reserves for fees."""
+    return max((max(pool.maker_fee, pool.taker_fee) for pool in pools_active()), default=Decimal(0))
+
+
+def books_known_ready(*, ticker_id: int) -> bool:
+    """Whether this process already saw a book for the ticker on every active venue (books are never deleted)."""
+    return ticker_id in _current().books_ready
+
+
+def books_mark_ready(*, ticker_id: int) -> None:
+    _current().books_ready.add(ticker_id)
 
 
 def lit_depth(

@@ -17,11 +17,11 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import cast
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from pools import engine, liquidity
+from pools import selectors as pool_selectors
 from pools.models import (
     Book,
     BookOrder,
@@ -38,64 +38,312 @@ CENT = Decimal("0.01")
 
 @dataclass(slots=True)
 class VenueResult:
-    """What one submission did at the venue."""
+    """What one submission did at the venue. Its rows are written by `BookSession.flush`."""
 
     book_order: BookOrder
-    executions: list[Execution]
-    # execution id -> the resting side's client_ref (None when it was a liquidity provider)
-    maker_client_refs: dict[int, int | None] = field(default_factory=dict)
+    # Each fill's execution and the resting side's client_ref (None when a liquidity provider rested).
+    fills: list[tuple[Execution, int | None]] = field(default_factory=list)
     filled_quantity: int = 0
     rested_quantity: int = 0
     cancelled_quantity: int = 0
+
+    @property
+    def executions(self) -> list[Execution]:
+        return [execution for execution, _ in self.fills]
 
 
 def fee_amount(*, per_share: Decimal, quantity: int) -> Decimal:
     return (per_share * quantity).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def book_lock(*, pool_id: int, ticker_id: int) -> Book:
+def book_lock(*, pool_id: int, ticker_id: int, wait: bool = True) -> Book | None:
     """Return the (pool, ticker) book with its row locked for this transaction, creating it if new.
 
     Caller must be inside `transaction.atomic`. A new book is seeded with provider liquidity. Callers
-    that lock several books lock them by pool id, before any order row (module docstring).
+    that lock several books lock them by pool id, before any order row (module docstring). With
+    `wait=False`, returns None at once when another transaction holds the book (SKIP LOCKED).
     """
-    queryset = Book.objects.select_for_update(of=("self",), no_key=True).select_related("pool", "ticker")
-    try:
-        return queryset.get(pool_id=pool_id, ticker_id=ticker_id)
-    except Book.DoesNotExist:
-        pass
+    queryset = Book.objects.select_for_update(of=("self",), no_key=True, skip_locked=not wait).select_related(
+        "pool", "ticker"
+    )
+    book = queryset.filter(pool_id=pool_id, ticker_id=ticker_id).first()
+    if book is not None:
+        return book
+    if not wait and Book.objects.filter(pool_id=pool_id, ticker_id=ticker_id).exists():
+        return None  # it exists and someone else holds it
     try:
         with transaction.atomic():
             Book.objects.create(pool_id=pool_id, ticker_id=ticker_id)
     except IntegrityError:
         pass  # created concurrently: fine, lock theirs
-    book = queryset.get(pool_id=pool_id, ticker_id=ticker_id)
+    book = queryset.filter(pool_id=pool_id, ticker_id=ticker_id).first()
+    if book is None:
+        return None
     if book.liquidity_generation == 0:
-        _replenish_liquidity(book=book, venue_book=_load(book), force=True)
-        _save_book_state(book=book, venue_book=_load(book))
+        session = BookSession(book)
+        session.replenish(force=True)
+        session.flush()
     return book
 
 
 def books_ensure(*, ticker_id: int) -> None:
-    """Make sure every active venue has a (liquidity-seeded) book for the ticker."""
-    have = set(Book.objects.filter(ticker_id=ticker_id).values_list("pool_id", flat=True))
-    for pool_id in Pool.objects.filter(active=True).exclude(pk__in=have).values_list("pk", flat=True):
+    """Make sure every active venue has a (liquidity-seeded) book for the ticker.
+
+    Books are never deleted, so once a process has seen them all it does not ask again.
+    """
+    if pool_selectors.books_known_ready(ticker_id=ticker_id):
+        return
+    active = {pool.pk for pool in pool_selectors.pools_active()}
+    have = set(Book.objects.filter(ticker_id=ticker_id, pool_id__in=active).values_list("pool_id", flat=True))
+    for pool_id in sorted(active - have):
         with transaction.atomic():
             book_lock(pool_id=pool_id, ticker_id=ticker_id)
+    pool_selectors.books_mark_ready(ticker_id=ticker_id)
 
 
-def _load(book: Book) -> engine.LitBook | engine.DarkBook:
-    # Only limit orders ever rest, so an open order always has a price.
-    rows = BookOrder.objects.filter(book=book, status=BookOrderStatus.OPEN, price__isnull=False).values_list(
-        "id", "side", "price", "remaining", "sequence"
-    )
-    resting = (
-        engine.RestingOrder(
-            order_id=pk, side=engine.Side(side), price=cast(Decimal, price), quantity=remaining, sequence=sequence
+class _BookOrderIds:
+    """Primary keys for new book orders, drawn from the table's own sequence in blocks.
+
+    A batch runs the engine in memory before anything is written, and the engine (and the executions)
+    must know each new order's id; drawing them ahead lets every new order be written in one INSERT.
+    """
+
+    BLOCK = 64
+
+    def __init__(self) -> None:
+        self._free: list[int] = []
+
+    def take(self) -> int:
+        if not self._free:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                    [BookOrder._meta.db_table, self.BLOCK],
+                )
+                self._free = [row[0] for row in reversed(cursor.fetchall())]
+        return self._free.pop()
+
+
+class BookSession:
+    """One locked book, loaded once, taking any number of submissions in memory; `flush` writes them all.
+
+    Caller holds the book lock (`book_lock`) for the whole session and calls `flush` before reading
+    what it wrote (the executions get their ids there). Ids drawn but not used leave gaps in the book
+    order ids, never in the book's sequence (its time priority), which stays gap-free.
+    """
+
+    def __init__(self, book: Book) -> None:
+        self.book = book
+        self.pool = book.pool
+        self.dark = self.pool.kind == PoolKind.DARK
+        rows = BookOrder.objects.filter(book=book, status=BookOrderStatus.OPEN, price__isnull=False).values_list(
+            "id", "side", "price", "remaining", "sequence", "owner", "client_ref"
         )
-        for pk, side, price, remaining, sequence in rows
-    )
-    return engine.DarkBook(resting) if book.pool.kind == PoolKind.DARK else engine.LitBook(resting)
+        resting = []
+        self._client_ref: dict[int, int | None] = {}
+        self._open_by_ref: dict[int, int] = {}  # client_ref -> open book order id
+        self._remaining: dict[int, int] = {}
+        self._provider: set[int] = set()
+        for pk, side, price, remaining, sequence, owner, client_ref in rows:
+            resting.append(
+                engine.RestingOrder(
+                    order_id=pk,
+                    side=engine.Side(side),
+                    price=cast(Decimal, price),
+                    quantity=remaining,
+                    sequence=sequence,
+                )
+            )
+            self._remember(pk, side=side, remaining=remaining, owner=owner, client_ref=client_ref)
+        self.venue_book: engine.LitBook | engine.DarkBook = (
+            engine.DarkBook(resting) if self.dark else engine.LitBook(resting)
+        )
+        self._new: dict[int, BookOrder] = {}  # written by flush, with their final state
+        self._changed: dict[int, tuple[int, str]] = {}  # loaded order id -> (remaining, status)
+        self._executions: list[Execution] = []
+        self._ids = _BookOrderIds()
+        self._now = timezone.now()
+
+    def _remember(self, pk: int, *, side: str, remaining: int, owner: str, client_ref: int | None) -> None:
+        self._client_ref[pk] = client_ref
+        self._remaining[pk] = remaining
+        if owner == BookOrderOwner.LIQUIDITY:
+            self._provider.add(pk)
+        if client_ref is not None:
+            self._open_by_ref[client_ref] = pk
+
+    def _set_remaining(self, pk: int, remaining: int, status: str) -> None:
+        self._remaining[pk] = remaining
+        if status != BookOrderStatus.OPEN:
+            client_ref = self._client_ref.get(pk)
+            if client_ref is not None:
+                self._open_by_ref.pop(client_ref, None)
+        if pk in self._new:
+            self._new[pk].remaining, self._new[pk].status = remaining, status
+        else:
+            self._changed[pk] = (remaining, status)
+
+    def _next_sequence(self) -> int:
+        sequence = self.book.next_sequence
+        self.book.next_sequence += 1
+        return sequence
+
+    def submit(
+        self,
+        *,
+        client_ref: int,
+        side: str,
+        price: Decimal | None,
+        quantity: int,
+        time_in_force: str,
+        midpoint: Decimal | None = None,
+    ) -> VenueResult:
+        """Match an incoming broker order against the book; `midpoint` is the lit NBBO midpoint (dark only)."""
+        pk, sequence = self._ids.take(), self._next_sequence()
+        incoming = engine.IncomingOrder(
+            order_id=pk,
+            side=engine.Side(side),
+            price=price,
+            quantity=quantity,
+            time_in_force=engine.TimeInForce(time_in_force),
+        )
+        if isinstance(self.venue_book, engine.DarkBook):
+            match = self.venue_book.submit(incoming, midpoint=midpoint, sequence=sequence)
+        else:
+            match = self.venue_book.submit(incoming, sequence=sequence)
+        fills: list[tuple[Execution, int | None]] = []
+        for fill in match.fills:
+            execution = Execution(
+                book=self.book,
+                pool=self.pool,
+                ticker_id=self.book.ticker_id,
+                maker_id=fill.maker_order_id,
+                taker_id=pk,
+                aggressor_side=side,
+                price=fill.price,
+                quantity=fill.quantity,
+                maker_fee=fee_amount(per_share=self.pool.maker_fee, quantity=fill.quantity),
+                taker_fee=fee_amount(per_share=self.pool.taker_fee, quantity=fill.quantity),
+                executed_at=self._now,
+            )
+            self._executions.append(execution)
+            fills.append((execution, self._client_ref.get(fill.maker_order_id)))
+        for maker_id, remaining in match.maker_remaining.items():
+            self._set_remaining(maker_id, remaining, BookOrderStatus.OPEN if remaining else BookOrderStatus.FILLED)
+        if match.rested_quantity:
+            status = BookOrderStatus.OPEN
+        elif match.filled_quantity == quantity:
+            status = BookOrderStatus.FILLED
+        else:
+            status = BookOrderStatus.CANCELLED
+        book_order = BookOrder(
+            id=pk,
+            book=self.book,
+            owner=BookOrderOwner.CLIENT,
+            client_ref=client_ref,
+            side=side,
+            price=price,
+            quantity=quantity,
+            remaining=match.rested_quantity,
+            time_in_force=time_in_force,
+            sequence=sequence,
+            status=status,
+        )
+        self._new[pk] = book_order
+        if match.rested_quantity:
+            self._remember(
+                pk, side=side, remaining=match.rested_quantity, owner=BookOrderOwner.CLIENT, client_ref=client_ref
+            )
+        if match.fills:
+            self.replenish(force=False)
+        return VenueResult(
+            book_order=book_order,
+            fills=fills,
+            filled_quantity=match.filled_quantity,
+            rested_quantity=match.rested_quantity,
+            cancelled_quantity=match.cancelled_quantity,
+        )
+
+    def cancel(self, *, client_ref: int) -> int:
+        """Take the child's open order off the book; the quantity taken off (0 if none). A replay is a no-op."""
+        pk = self._open_by_ref.get(client_ref)
+        if pk is None:
+            return 0
+        self.venue_book.cancel(pk)
+        cancelled = self._remaining[pk]
+        self._set_remaining(pk, 0, BookOrderStatus.CANCELLED)
+        return cancelled
+
+    def replenish(self, *, force: bool) -> None:
+        """Re-quote the simulated provider's side(s) that ran low, never crossing the book."""
+        book = self.book
+        reference_price = book.ticker.reference_price
+        if reference_price is None:
+            return
+        provider_quantity: dict[str, int] = {}
+        for resting in self.venue_book.resting():
+            if resting.order_id in self._provider:
+                provider_quantity[resting.side] = provider_quantity.get(resting.side, 0) + resting.quantity
+        threshold = liquidity.DARK_REPLENISH_BELOW if self.dark else liquidity.LIT_REPLENISH_BELOW
+        low_sides = {side for side in engine.Side if force or provider_quantity.get(side, 0) < threshold}
+        if not low_sides:
+            return
+        book.liquidity_generation += 1
+        rng = liquidity.provider_rng(
+            seed=settings.LIQUIDITY_SEED,
+            pool=self.pool.name,
+            ticker=book.ticker.symbol,
+            generation=book.liquidity_generation,
+        )
+        if self.dark:
+            quotes = liquidity.dark_quotes(reference_price=reference_price, rng=rng)
+        else:
+            quotes = liquidity.lit_ladder(reference_price=reference_price, rng=rng)
+        for quote in list(_non_crossing(quotes, self.venue_book, low_sides)):
+            pk, sequence = self._ids.take(), self._next_sequence()
+            self._new[pk] = BookOrder(
+                id=pk,
+                book=book,
+                owner=BookOrderOwner.LIQUIDITY,
+                side=quote.side,
+                price=quote.price,
+                quantity=quote.quantity,
+                remaining=quote.quantity,
+                time_in_force="GTC",
+                sequence=sequence,
+            )
+            self.venue_book.add(
+                engine.RestingOrder(
+                    order_id=pk,
+                    side=engine.Side(quote.side),
+                    price=quote.price,
+                    quantity=quote.quantity,
+                    sequence=sequence,
+                )
+            )
+            self._remember(
+                pk, side=quote.side, remaining=quote.quantity, owner=BookOrderOwner.LIQUIDITY, client_ref=None
+            )
+
+    def flush(self) -> None:
+        """Write everything the session did: new book orders, changed resting ones, executions, the book."""
+        if self._new:
+            BookOrder.objects.bulk_create(self._new.values())
+            self._new = {}
+        if self._changed:
+            changed = [
+                BookOrder(id=pk, remaining=remaining, status=status, updated_at=self._now)
+                for pk, (remaining, status) in sorted(self._changed.items())
+            ]
+            BookOrder.objects.bulk_update(changed, ["remaining", "status", "updated_at"])
+            self._changed = {}
+        if self._executions:
+            Execution.objects.bulk_create(self._executions)
+            self._executions = []
+        if isinstance(self.venue_book, engine.LitBook):
+            self.book.best_bid = self.venue_book.best_bid()
+            self.book.best_ask = self.venue_book.best_ask()
+        self.book.save(update_fields=["next_sequence", "best_bid", "best_ask", "liquidity_generation", "updated_at"])
 
 
 def book_submit(
@@ -108,88 +356,18 @@ def book_submit(
     time_in_force: str,
     midpoint: Decimal | None = None,
 ) -> VenueResult:
-    """Match an incoming broker order against the locked book and persist everything it changed.
-
-    Caller holds the book lock (`book_lock`). `midpoint` is the lit NBBO midpoint (dark pools only).
-    """
-    venue_book = _load(book)
-    sequence = book.next_sequence
-    book.next_sequence += 1
-    incoming = BookOrder.objects.create(
-        book=book,
-        owner=BookOrderOwner.CLIENT,
+    """Match one incoming broker order against the locked book and persist everything it changed."""
+    session = BookSession(book)
+    result = session.submit(
         client_ref=client_ref,
         side=side,
         price=price,
         quantity=quantity,
-        remaining=quantity,
         time_in_force=time_in_force,
-        sequence=sequence,
+        midpoint=midpoint,
     )
-    order = engine.IncomingOrder(
-        order_id=incoming.pk,
-        side=engine.Side(side),
-        price=price,
-        quantity=quantity,
-        time_in_force=engine.TimeInForce(time_in_force),
-    )
-    if isinstance(venue_book, engine.DarkBook):
-        match = venue_book.submit(order, midpoint=midpoint, sequence=sequence)
-    else:
-        match = venue_book.submit(order, sequence=sequence)
-
-    now = timezone.now()
-    executions = Execution.objects.bulk_create(
-        [
-            Execution(
-                book=book,
-                pool=book.pool,
-                ticker=book.ticker,
-                maker_id=fill.maker_order_id,
-                taker_id=incoming.pk,
-                aggressor_side=side,
-                price=fill.price,
-                quantity=fill.quantity,
-                maker_fee=fee_amount(per_share=book.pool.maker_fee, quantity=fill.quantity),
-                taker_fee=fee_amount(per_share=book.pool.taker_fee, quantity=fill.quantity),
-                executed_at=now,
-            )
-            for fill in match.fills
-        ]
-    )
-    makers = {
-        maker.pk: maker
-        for maker in BookOrder.objects.filter(pk__in=match.maker_remaining.keys()).only(
-            "id", "remaining", "status", "client_ref", "updated_at"
-        )
-    }
-    for maker_id, remaining in match.maker_remaining.items():
-        maker = makers[maker_id]
-        maker.remaining = remaining
-        maker.status = BookOrderStatus.OPEN if remaining else BookOrderStatus.FILLED
-        maker.updated_at = now
-    BookOrder.objects.bulk_update(makers.values(), ["remaining", "status", "updated_at"])
-
-    incoming.remaining = match.rested_quantity
-    if match.rested_quantity:
-        incoming.status = BookOrderStatus.OPEN
-    elif match.filled_quantity == quantity:
-        incoming.status = BookOrderStatus.FILLED
-    else:
-        incoming.status = BookOrderStatus.CANCELLED
-    incoming.save(update_fields=["remaining", "status", "updated_at"])
-
-    if match.fills:
-        _replenish_liquidity(book=book, venue_book=venue_book, force=False)
-    _save_book_state(book=book, venue_book=venue_book)
-    return VenueResult(
-        book_order=incoming,
-        executions=executions,
-        maker_client_refs={execution.pk: makers[execution.maker_id].client_ref for execution in executions},
-        filled_quantity=match.filled_quantity,
-        rested_quantity=match.rested_quantity,
-        cancelled_quantity=match.cancelled_quantity,
-    )
+    session.flush()
+    return result
 
 
 def book_cancel(*, book: Book, client_ref: int) -> int:
@@ -207,57 +385,6 @@ def book_cancel(*, book: Book, client_ref: int) -> int:
     if book.pool.kind == PoolKind.LIT:
         _save_book_state(book=book, venue_book=_load(book))
     return cancelled
-
-
-def _replenish_liquidity(*, book: Book, venue_book: engine.LitBook | engine.DarkBook, force: bool) -> None:
-    """Re-quote the simulated provider's side(s) that ran low, never crossing the book."""
-    reference_price = book.ticker.reference_price
-    if reference_price is None:
-        return
-    provider_quantity = _provider_quantity_by_side(book)
-    is_dark = book.pool.kind == PoolKind.DARK
-    threshold = liquidity.DARK_REPLENISH_BELOW if is_dark else liquidity.LIT_REPLENISH_BELOW
-    low_sides = {side for side in engine.Side if force or provider_quantity.get(side, 0) < threshold}
-    if not low_sides:
-        return
-    book.liquidity_generation += 1
-    rng = liquidity.provider_rng(
-        seed=settings.LIQUIDITY_SEED,
-        pool=book.pool.name,
-        ticker=book.ticker.symbol,
-        generation=book.liquidity_generation,
-    )
-    if is_dark:
-        quotes = liquidity.dark_quotes(reference_price=reference_price, rng=rng)
-    else:
-        quotes = liquidity.lit_ladder(reference_price=reference_price, rng=rng)
-    new_orders = []
-    for quote in _non_crossing(quotes, venue_book, low_sides):
-        sequence = book.next_sequence
-        book.next_sequence += 1
-        new_orders.append(
-            BookOrder(
-                book=book,
-                owner=BookOrderOwner.LIQUIDITY,
-                side=quote.side,
-                price=quote.price,
-                quantity=quote.quantity,
-                remaining=quote.quantity,
-                time_in_force="GTC",
-                sequence=sequence,
-            )
-        )
-    for created in BookOrder.objects.bulk_create(new_orders):
-        assert created.price is not None
-        venue_book.add(
-            engine.RestingOrder(
-                order_id=created.pk,
-                side=engine.Side(created.side),
-                price=created.price,
-                quantity=created.quantity,
-                sequence=created.sequence,
-            )
-        )
 
 
 def _non_crossing(
@@ -278,13 +405,22 @@ def _non_crossing(
         yield quote
 
 
-def _provider_quantity_by_side(book: Book) -> dict[str, int]:
-    rows = (
-        BookOrder.objects.filter(book=book, status=BookOrderStatus.OPEN, owner=BookOrderOwner.LIQUIDITY)
-        .values("side")
-        .annotate(total=Sum("remaining"))
+def _load(book: Book) -> engine.LitBook | engine.DarkBook:
+    # Only limit orders ever rest, so an open order always has a price.
+    rows = BookOrder.objects.filter(book=book, status=BookOrderStatus.OPEN, price__isnull=False).values_list(
+        "id", "side", "price", "remaining", "sequence"
     )
-    return {row["side"]: row["total"] for row in rows}
+    resting = (
+        engine.RestingOrder(
+            order_id=pk,
+            side=engine.Side(side),
+            price=cast(Decimal, price),
+            quantity=remaining,
+            sequence=sequence,
+        )
+        for pk, side, price, remaining, sequence in rows
+    )
+    return engine.DarkBook(resting) if book.pool.kind == PoolKind.DARK else engine.LitBook(resting)
 
 
 def _save_book_state(*, book: Book, venue_book: engine.LitBook | engine.DarkBook) -> None:

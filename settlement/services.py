@@ -17,9 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 
 from broker.models import Customer
@@ -63,10 +64,14 @@ def _account_sort_key(key: AccountKey) -> tuple[str, int, int, str]:
 
 
 def _post(*, posting: Posting, lines: list[tuple[Account, str, Decimal]]) -> None:
-    """Write the posting's non-zero lines. A zero line is left out (the database refuses zero entries):
-    a trade whose notional rounds to 0.00 (one share at 0.0001) posts no cash leg, one without a fee no
+    LedgerEntry.objects.bulk_create(_entries(posting=posting, lines=lines))
+
+
+def _entries(*, posting: Posting, lines: list[tuple[Account, str, Decimal]]) -> list[LedgerEntry]:
+    """The posting's non-zero lines. A zero line is left out (the database refuses zero entries): a
+    trade whose notional rounds to 0.00 (one share at 0.0001) posts no cash leg, one without a fee no
     fee leg; each leg still balances on its own, and readers treat a missing leg as zero."""
-    LedgerEntry.objects.bulk_create(
+    return [
         LedgerEntry(
             posting=posting,
             account=account,
@@ -79,7 +84,7 @@ def _post(*, posting: Posting, lines: list[tuple[Account, str, Decimal]]) -> Non
         )
         for account, leg, amount in lines
         if amount != 0
-    )
+    ]
 
 
 @transaction.atomic
@@ -185,28 +190,65 @@ def trade_post(*, trade: TradeToSettle) -> Posting | None:
                 )
         except IntegrityError:
             return None
-        keys = {
-            "cash": (AccountKind.CUSTOMER_CASH, trade.customer_id, None, CASH_ASSET),
-            "shares": (AccountKind.CUSTOMER_SECURITIES, trade.customer_id, None, trade.symbol),
-            "venue_cash": (AccountKind.VENUE_CLEARING, None, trade.pool_id, CASH_ASSET),
-            "venue_shares": (AccountKind.VENUE_CLEARING, None, trade.pool_id, trade.symbol),
-            "fees": (AccountKind.FEE_INCOME, None, None, CASH_ASSET),
-        }
-        accounts = _accounts(keys.values())
-        sign = 1 if trade.direction == "Buy" else -1
-        notional, shares = trade.notional, Decimal(trade.quantity)
-        _post(
-            posting=posting,
-            lines=[
-                (accounts[keys["cash"]], Leg.CASH, -sign * notional),
-                (accounts[keys["venue_cash"]], Leg.CASH, sign * notional),
-                (accounts[keys["shares"]], Leg.SECURITIES, sign * shares),
-                (accounts[keys["venue_shares"]], Leg.SECURITIES, -sign * shares),
-                (accounts[keys["cash"]], Leg.FEE, -trade.fee),
-                (accounts[keys["fees"]], Leg.FEE, trade.fee),
-            ],
-        )
+        keys = _trade_account_keys(trade)
+        _post(posting=posting, lines=_trade_lines(trade, keys, _accounts(keys.values())))
         return posting
+
+
+def trades_post(trades: list[TradeToSettle]) -> list[Posting]:
+    """Post many trades at once (one posting each, as `trade_post`), in a handful of statements.
+
+    Caller holds every trade's row lock and knows none of these trade versions is posted yet (they are
+    unsettled); the unique constraints would refuse a second posting anyway, failing the whole batch.
+    """
+    if not trades:
+        return []
+    postings = Posting.objects.bulk_create(
+        [
+            Posting(
+                purpose=PostingPurpose.TRADE_SETTLEMENT,
+                customer_id=trade.customer_id,
+                trade_ref=trade.trade_ref,
+                trade_version=trade.version,
+                description=f"{trade.direction} {trade.quantity} {trade.symbol} @ {trade.price}",
+            )
+            for trade in trades
+        ]
+    )
+    keys_of = [_trade_account_keys(trade) for trade in trades]
+    accounts = _accounts(key for keys in keys_of for key in keys.values())
+    entries: list[LedgerEntry] = []
+    for trade, posting, keys in zip(trades, postings, keys_of, strict=True):
+        entries.extend(_entries(posting=posting, lines=_trade_lines(trade, keys, accounts)))
+    LedgerEntry.objects.bulk_create(entries)
+    return postings
+
+
+def _trade_account_keys(trade: TradeToSettle) -> dict[str, AccountKey]:
+    return {
+        "cash": (AccountKind.CUSTOMER_CASH, trade.customer_id, None, CASH_ASSET),
+        "shares": (AccountKind.CUSTOMER_SECURITIES, trade.customer_id, None, trade.symbol),
+        "venue_cash": (AccountKind.VENUE_CLEARING, None, trade.pool_id, CASH_ASSET),
+        "venue_shares": (AccountKind.VENUE_CLEARING, None, trade.pool_id, trade.symbol),
+        "fees": (AccountKind.FEE_INCOME, None, None, CASH_ASSET),
+    }
+
+
+def _trade_lines(
+    trade: TradeToSettle, keys: dict[str, AccountKey], accounts: dict[AccountKey, Account]
+) -> list[tuple[Account, str, Decimal]]:
+    """Delivery versus payment: a buy moves cash to the venue and shares to the customer; a sell the
+    other way; the fee goes from the customer's cash to fee income."""
+    sign = 1 if trade.direction == "Buy" else -1
+    notional, shares = trade.notional, Decimal(trade.quantity)
+    return [
+        (accounts[keys["cash"]], Leg.CASH, -sign * notional),
+        (accounts[keys["venue_cash"]], Leg.CASH, sign * notional),
+        (accounts[keys["shares"]], Leg.SECURITIES, sign * shares),
+        (accounts[keys["venue_shares"]], Leg.SECURITIES, -sign * shares),
+        (accounts[keys["cash"]], Leg.FEE, -trade.fee),
+        (accounts[keys["fees"]], Leg.FEE, trade.fee),
+    ]
 
 
 def settlement_today() -> date:
@@ -254,19 +296,25 @@ def trade_cost(*, direction: str, quantity: int, price: Decimal, fee: Decimal) -
 
 
 def available(*, customer_id: int, asset: str) -> Decimal:
-    """Ledger balance of `asset` less everything the customer's reservations still hold."""
-    from django.db.models import F, Sum
-
+    """Ledger balance of `asset` less everything the customer's reservations still hold (one query)."""
     from settlement.models import Reservation
 
     kind = AccountKind.CUSTOMER_CASH if asset == CASH_ASSET else AccountKind.CUSTOMER_SECURITIES
-    balance = LedgerEntry.objects.filter(
-        account__kind=kind, account__customer_id=customer_id, account__asset=asset
-    ).aggregate(total=Sum("amount"))["total"] or Decimal(0)
-    held = Reservation.objects.filter(customer_id=customer_id, asset=asset).filter(
-        Q(open_units__gt=0) | ~Q(pending=0)
-    ).aggregate(total=Sum(F("per_unit") * F("open_units") + F("pending")))["total"] or Decimal(0)
-    return balance - held
+    entry, account, reservation = (model._meta.db_table for model in (LedgerEntry, Account, Reservation))
+    # Both sums in one round trip: this runs on every order placement, under the customer's lock.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT
+              (SELECT COALESCE(SUM(e.amount), 0) FROM {entry} e JOIN {account} a ON a.id = e.account_id
+                WHERE a.kind = %s AND a.customer_id = %s AND a.asset = %s),
+              (SELECT COALESCE(SUM(r.per_unit * r.open_units + r.pending), 0) FROM {reservation} r
+                WHERE r.customer_id = %s AND r.asset = %s AND (r.open_units > 0 OR NOT (r.pending = 0)))
+            """,  # noqa: S608  (only the tables' own names go into the text)
+            [kind, customer_id, asset, customer_id, asset],
+        )
+        balance, held = cursor.fetchone()
+    return Decimal(balance) - Decimal(held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,14 +332,11 @@ def reservation_open(
     highest fee rate of any venue plus the rounding buffer, per share; a sell reserves the shares.
     Only settled holdings and cash count: no shorting and no spending of unsettled proceeds.
     """
-    from django.db.models import Max
-
-    from pools.models import Pool
+    from pools import selectors as pool_selectors
     from settlement.models import Reservation
 
     if direction == "Buy":
-        rates = Pool.objects.filter(active=True).aggregate(maker=Max("maker_fee"), taker=Max("taker_fee"))
-        fee_rate = max(rates["maker"] or Decimal(0), rates["taker"] or Decimal(0))
+        fee_rate = pool_selectors.max_fee_rate()
         asset, per_unit = CASH_ASSET, per_share_price + fee_rate + ROUNDING_BUFFER_PER_SHARE
         needed, reason = per_unit * quantity, "insufficient funds"
     else:
@@ -328,6 +373,59 @@ def reservation_fill(*, order_ref: int, quantity: int, cost: Decimal) -> None:
     Reservation.objects.filter(order_ref=order_ref).update(
         open_units=F("open_units") - quantity, pending=F("pending") + cost
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationChange:
+    """What a batch of fills does to one order's reservation."""
+
+    filled: int = 0  # open units that filled
+    cost: Decimal = Decimal(0)  # what those fills cost: pending until they settle
+    close: bool = False  # the order is finished: release every open unit left
+
+
+def reservations_apply(changes: dict[int, ReservationChange]) -> None:
+    """Apply fills (and closes) to many orders' reservations in one statement, by order id.
+
+    Caller holds every one of these orders' locks (FOR NO KEY UPDATE). The rows are locked in order id
+    order inside the statement (the global lock order), so a concurrent batch of settlements, which
+    locks its reservations the same way, cannot deadlock with it.
+    """
+    if not changes:
+        return
+    from settlement.models import Reservation
+
+    table = Reservation._meta.db_table
+    refs = sorted(changes)
+    values = ", ".join(["(%s::bigint, %s::integer, %s::numeric, %s::boolean)"] * len(refs))
+    params: list[Any] = []
+    for ref in refs:
+        change = changes[ref]
+        params += [ref, change.filled, change.cost, change.close]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {table} AS r
+            SET open_units = CASE WHEN v.close THEN 0 ELSE r.open_units - v.filled END,
+                pending = r.pending + v.cost,
+                updated_at = now()
+            FROM (SELECT id FROM {table} WHERE order_ref = ANY(%s) ORDER BY order_ref FOR NO KEY UPDATE) AS locked,
+                 (VALUES {values}) AS v (ref, filled, cost, close)
+            WHERE r.id = locked.id AND r.order_ref = v.ref
+            """,  # noqa: S608  (only the table's own name and placeholders go into the text)
+            [refs, *params],
+        )
+
+
+def reservations_settle(costs: dict[int, Decimal]) -> None:
+    """Trades were posted to the ledger: their costs are no longer pending (order ref -> total cost).
+
+    Same transaction as the postings; the caller holds the trades' locks (not the orders'). Rows are
+    locked by order id, as `reservations_apply` does.
+    """
+    if not costs:
+        return
+    reservations_apply({ref: ReservationChange(cost=-cost) for ref, cost in costs.items()})
 
 
 def reservation_close(*, order_ref: int) -> None:

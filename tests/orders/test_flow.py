@@ -247,7 +247,7 @@ def test_disallowed_transition_is_refused(market: Market) -> None:
     drive(order)
 
     with pytest.raises(services.TransitionRefused):
-        services._transition(order, OrderStatus.ROUTED, actor="test", events=[])
+        services.transition(order, OrderStatus.ROUTED, actor="test", events=[])
 
 
 def test_gateway_sequence_strictly_increases(market: Market) -> None:

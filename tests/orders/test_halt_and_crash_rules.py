@@ -145,7 +145,9 @@ def test_one_order_that_cannot_be_expired_does_not_stop_the_others(
             raise RuntimeError("injected failure")
         return real_expire(order_id=order_id)
 
-    monkeypatch.setattr(services, "order_expire", expire_or_fail)
+    from orders.services import closing
+
+    monkeypatch.setattr(closing, "order_expire", expire_or_fail)
 
     # when the expiry job runs after the close
     expired = services.orders_expire_day(now=AFTER_CLOSE)

@@ -1,0 +1,294 @@
+"""Routing: split a New order into child orders and choose a venue for each (the smart order router's
+decisions are pure functions in `orders.routing`; this reads their inputs and records their plan).
+
+Halted venues are invisible to the order flow: no child is sent there, and their quotes count neither in
+the depth the router and fill-or-kill take from nor in the NBBO midpoint that steers dark routing and
+prices dark fills. `halted` is always the `kill_switch.halts_active()` snapshot's pool ids, read once per
+decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+
+from orders import kill_switch
+from orders import routing as router
+from orders.models import ChildOrder, ChildStatus, EventKind, Order, OrderEvent, OrderStatus, OrderType, TimeInForce
+from orders.services.effects import Effects, queue_for
+from orders.services.transitions import transition
+from pools import selectors as pool_selectors
+from pools import services as pool_services
+from pools.models import BookOrder, BookOrderStatus, PoolKind
+from settlement import services as settlement_services
+
+
+def venues(kind: str, *, halted: Collection[int]) -> list[router.Venue]:
+    """The venues orders may go to now: active, and not halted by the kill switch."""
+    return [
+        router.Venue(pool_id=pool.pk, name=pool.name, maker_fee=pool.maker_fee, taker_fee=pool.taker_fee)
+        for pool in pool_selectors.pools_active(kind=kind)
+        if pool.pk not in halted
+    ]
+
+
+def depth(order: Order, *, halted: Collection[int]) -> list[router.Level]:
+    return [
+        router.Level(pool_id=level.pool_id, price=level.price, quantity=level.quantity)
+        for level in pool_selectors.lit_depth(
+            ticker_id=order.ticker_id, side=order.direction, limit=order.venue_limit, exclude_pool_ids=halted
+        )
+    ]
+
+
+def midpoint(*, ticker_id: int, halted: Collection[int]) -> Decimal | None:
+    return pool_selectors.nbbo(ticker_id=ticker_id, exclude_pool_ids=halted).midpoint
+
+
+def is_immediate(*, order_type: str, time_in_force: str) -> bool:
+    """IOC, FOK and every Market order trade now or never: they never wait out a halt."""
+    return order_type == OrderType.MARKET or time_in_force in (TimeInForce.IOC, TimeInForce.FOK)
+
+
+def _fit_reason(text: str) -> str:
+    # Order.reject_reason holds it.
+    limit = kill_switch.REASON_MAX_LENGTH
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _no_lit_venue_reason(*, order: Order, halts: kill_switch.HaltSnapshot) -> str:
+    """Why no lit venue can take the order now: the halt of one of them, or none being active."""
+    halted = halts.halted_pool_ids
+    halted_lit = sorted(pool.pk for pool in pool_selectors.pools_active(kind=PoolKind.LIT) if pool.pk in halted)
+    if not halted_lit:
+        return "no active lit venue to route to"
+    halt = halts.reason(customer_id=order.customer_id, ticker_id=order.ticker_id, pool_id=halted_lit[0])
+    return _fit_reason(f"every lit venue is halted ({halt})")
+
+
+def order_route(*, order_id: int) -> Order | None:
+    """Split a New order into child orders, choose a venue for each, and send them (task body).
+
+    The halt rule. An immediate order (IOC, FOK, or any Market order) that a halt keeps from trading
+    now - a ticker, customer or All halt covering it, or every lit venue halted - ends Cancelled with
+    the halt as its reason, its reservation released: it never trades hours later at a stale price.
+    A Day or GTC Limit order waits New instead; the sweeper re-drives it every few seconds (a cheap
+    no-op) and it is routed once the halt is lifted (or it expires at the close, Day in calendar mode).
+    Halted venues are skipped (see `venues`). Replaying it for an order that is no longer New is a no-op.
+
+    After the commit the children's books are matched right here when free (`books_drain_now`): one
+    task instead of two for most orders; a busy book gets its own `match_book` task.
+    """
+    order = Order.objects.filter(pk=order_id).select_related("ticker").first()
+    if order is None or order.status != OrderStatus.NEW:
+        return order
+    immediate = is_immediate(order_type=order.order_type, time_in_force=order.time_in_force)
+    halts = kill_switch.halts_active()
+    halt = halts.reason(customer_id=order.customer_id, ticker_id=order.ticker_id)
+    if halt:
+        # Halted after it was accepted.
+        return _order_cancel_unrouted(order_id=order_id, reason=halt) if immediate else order
+    halted = halts.halted_pool_ids
+    lit = venues(PoolKind.LIT, halted=halted)
+    if not lit:
+        if immediate:
+            return _order_cancel_unrouted(order_id=order_id, reason=_no_lit_venue_reason(order=order, halts=halts))
+        return order
+    pool_services.books_ensure(ticker_id=order.ticker_id)
+    if order.time_in_force == TimeInForce.FOK:
+        return _route_fill_or_kill(order_id=order_id, halts=halts)
+
+    # The snapshot is read before taking the order lock: it only steers where children go; the venue
+    # decides what actually fills. The midpoint only matters to an order large enough for the dark.
+    dark = venues(PoolKind.DARK, halted=halted) if order.quantity >= settings.DARK_MIN_ORDER_QUANTITY else []
+    mid = midpoint(ticker_id=order.ticker_id, halted=halted) if dark else None
+    levels = depth(order, halted=halted)
+    with transaction.atomic():
+        order = (
+            Order.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("customer", "ticker")
+            .get(pk=order_id)
+        )
+        if order.status != OrderStatus.NEW:
+            return order
+        plans = router.plan_children(
+            side=order.direction,
+            limit=order.price,
+            quantity=order.quantity,
+            time_in_force=order.time_in_force,
+            max_child=settings.MAX_CHILD_QUANTITY,
+            dark_min_quantity=settings.DARK_MIN_ORDER_QUANTITY,
+            midpoint=mid,
+            dark=dark,
+            lit=lit,
+            depth=levels,
+        )
+        events: list[OrderEvent] = []
+        transition(order, OrderStatus.ROUTED, actor="router", events=events, children=len(plans))
+        children_create(order=order, plans=plans, events=events)
+        order.save(update_fields=["status", "updated_at"])
+        OrderEvent.objects.bulk_create(events)
+        Effects(orders={order.pk: order}).on_commit()
+        pools = pool_selectors.pools_by_id()
+        books = {(plan.pool_id, order.ticker_id): queue_for(pools[plan.pool_id]) for plan in plans}
+        transaction.on_commit(lambda: _drain(books), robust=True)
+    return order
+
+
+def _drain(books: dict[tuple[int, int], str]) -> None:
+    from orders.services.matching import books_drain_now
+
+    books_drain_now(books)
+
+
+def children_create(*, order: Order, plans: list[router.ChildPlan], events: list[OrderEvent]) -> list[ChildOrder]:
+    """Create the planned children, already routed (attempt 1), with a `routed` event each."""
+    pools = pool_selectors.pools_by_id()
+    children = ChildOrder.objects.bulk_create(
+        [
+            ChildOrder(
+                parent=order,
+                index=index,
+                quantity=plan.quantity,
+                status=ChildStatus.ROUTED,
+                pool_id=plan.pool_id,
+                venue_time_in_force=plan.venue_time_in_force,
+                route_reason=plan.reason,
+                venues_tried=[pools[plan.pool_id].name],
+                attempt=1,
+            )
+            for index, plan in enumerate(plans, start=1)
+        ]
+    )
+    events.extend(
+        OrderEvent(
+            order=order,
+            child=child,
+            kind=EventKind.ROUTED,
+            to_status=ChildStatus.ROUTED,
+            actor="router",
+            detail={"exchange": pools[plan.pool_id].name, "quantity": plan.quantity, "reason": plan.reason},
+        )
+        for child, plan in zip(children, plans, strict=True)
+    )
+    return children
+
+
+class _FillOrKillMissed(Exception):
+    """Raised inside the fill-or-kill transaction to roll every child's fill back."""
+
+
+def _route_fill_or_kill(*, order_id: int, halts: kill_switch.HaltSnapshot) -> Order:
+    """FOK is all-or-nothing for the whole parent: check and fill across venues in one transaction.
+
+    Every lit book of the ticker that is not halted is locked (in pool order) first, so the liquidity
+    counted (on those venues only) is the liquidity taken; if anything falls short the whole transaction
+    rolls back and the order is killed.
+    """
+    from orders.services.matching import submit_batch
+
+    halted = halts.halted_pool_ids
+    reason = ""
+    try:
+        with transaction.atomic():
+            ticker_id = Order.objects.values_list("ticker_id", flat=True).get(pk=order_id)
+            lit = sorted(venues(PoolKind.LIT, halted=halted), key=lambda venue: venue.pool_id)
+            books = {}
+            for venue in lit:
+                book = pool_services.book_lock(pool_id=venue.pool_id, ticker_id=ticker_id)
+                assert book is not None  # waits for the lock
+                books[venue.pool_id] = book
+            # The order and the parent of every broker order resting on these books, in one statement by
+            # id: the batches below lock the parents their fills touch, one book after another, and
+            # those would otherwise be taken out of id order (while a dark match may lock the same
+            # parents by id).
+            resting_children = BookOrder.objects.filter(
+                book__in=books.values(), status=BookOrderStatus.OPEN, client_ref__isnull=False
+            ).values("client_ref")
+            resting_parents = ChildOrder.objects.filter(pk__in=resting_children).values_list("parent_id", flat=True)
+            locked = {
+                locked_order.pk: locked_order
+                for locked_order in Order.objects.select_for_update(of=("self",), no_key=True)
+                .select_related("customer", "ticker")
+                .filter(pk__in={order_id, *resting_parents})
+                .order_by("pk")
+            }
+            order = locked[order_id]
+            if order.status != OrderStatus.NEW:
+                return order
+            # The books are locked: this depth is exactly what can be taken.
+            levels = depth(order, halted=halted)
+            available = sum(level.quantity for level in levels)
+            if available < order.quantity:
+                reason = f"FOK: only {available} of {order.quantity} available within the limit"
+                raise _FillOrKillMissed(reason)
+            # Take the best prices first, wherever they are; one venue's share becomes its children.
+            per_venue: dict[int, int] = {}
+            remaining = order.quantity
+            for level in levels:
+                take = min(level.quantity, remaining)
+                per_venue[level.pool_id] = per_venue.get(level.pool_id, 0) + take
+                remaining -= take
+                if remaining == 0:
+                    break
+            effects = Effects(orders={order.pk: order})
+            events: list[OrderEvent] = []
+            transition(order, OrderStatus.ROUTED, actor="router", events=events)
+            order.save(update_fields=["status", "updated_at"])
+            names = {venue.pool_id: venue.name for venue in lit}
+            plans = [
+                router.ChildPlan(
+                    quantity=child_quantity,
+                    pool_id=pool_id,
+                    reason=f"fill-or-kill: best prices, {take} on {names[pool_id]}",
+                    venue_time_in_force=TimeInForce.FOK,
+                )
+                for pool_id, take in per_venue.items()
+                for child_quantity in router.split_quantity(take, settings.MAX_CHILD_QUANTITY)
+            ]
+            children = children_create(order=order, plans=plans, events=events)
+            OrderEvent.objects.bulk_create(events)
+            for child in children:
+                child.parent = order
+            for pool_id in sorted(per_venue):
+                submit_batch(
+                    book=books[pool_id],
+                    children=[child for child in children if child.pool_id == pool_id],
+                    halts=halts,
+                    effects=effects,
+                    may_reroute=False,
+                )
+            order.refresh_from_db()
+            if order.filled_quantity != order.quantity:
+                reason = f"FOK: filled {order.filled_quantity} of {order.quantity}; rolled back"
+                raise _FillOrKillMissed(reason)
+            effects.orders[order.pk] = order
+            effects.on_commit()
+            return order
+    except _FillOrKillMissed:
+        pass
+    return _order_cancel_unrouted(order_id=order_id, reason=reason)
+
+
+def _order_cancel_unrouted(*, order_id: int, reason: str) -> Order:
+    """Finish a New order that will not be routed (FOK killed, immediate order halted): Cancelled with
+    `reason`, its reservation released, the update streamed. A no-op once the order is no longer New."""
+    with transaction.atomic():
+        order = (
+            Order.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("customer", "ticker")
+            .get(pk=order_id)
+        )
+        if order.status != OrderStatus.NEW:
+            return order
+        events: list[OrderEvent] = []
+        order.reject_reason = reason
+        transition(order, OrderStatus.CANCELLED, actor="router", events=events, reason=reason)
+        order.save(update_fields=["status", "reject_reason", "updated_at"])
+        settlement_services.reservation_close(order_ref=order.pk)
+        OrderEvent.objects.bulk_create(events)
+        Effects(orders={order.pk: order}).on_commit()
+    return order
