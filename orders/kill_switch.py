@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import transaction
+from django.core.cache import cache
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -109,6 +111,9 @@ def halt_set(*, scope: str, target_id: int | None, active: bool, reason: str, ac
             # minute later.
             transaction.on_commit(_released, robust=True)
     HaltEvent.objects.create(halt=halt, active=active, reason=reason, actor=actor_name)
+    # Now, and again once committed: no process keeps a snapshot read in between (see `halts_cached`).
+    _halts_changed()
+    transaction.on_commit(_halts_changed, robust=True)
     return halt
 
 
@@ -192,6 +197,50 @@ class HaltSnapshot:
 def halts_active() -> HaltSnapshot:
     """The active halts now (one query; usually none)."""
     return HaltSnapshot(active=tuple(Halt.objects.filter(active=True).select_related("pool", "ticker", "customer")))
+
+
+HALTS_VERSION_KEY = "orders:halts-version"
+_cached: tuple[str, HaltSnapshot] | None = None
+# Set when this process changed a halt in a transaction still open: until it ends (committed or rolled
+# back), what this process reads may include its own uncommitted change, which must not be cached.
+_dirty = False
+
+
+def halts_cached() -> HaltSnapshot:
+    """The active halts as of the last change this process heard of: for the gateway and the router.
+
+    Checked against a version in the shared cache (Redis) that every `halt_set` bumps when it writes and
+    again when it commits, so a halt reaches every process's next order. It may miss a halt committed
+    within that moment; matching, the gate to trading, always reads `halts_active` under its book lock,
+    so no trade happens after a halt commits. Without the shared cache it reads the database.
+    """
+    global _cached, _dirty
+    if _dirty:
+        if connection.in_atomic_block:
+            return halts_active()
+        _dirty, _cached = False, None
+    try:
+        version = cache.get(HALTS_VERSION_KEY)
+        if version is None:
+            cache.add(HALTS_VERSION_KEY, uuid.uuid4().hex, timeout=None)
+            version = cache.get(HALTS_VERSION_KEY)
+    except Exception:
+        logger.warning("halt cache version unavailable; reading halts from the database", exc_info=True)
+        return halts_active()
+    if version is None:
+        return halts_active()
+    if _cached is None or _cached[0] != version:
+        _cached = (version, halts_active())
+    return _cached[1]
+
+
+def _halts_changed() -> None:
+    global _cached, _dirty
+    _cached, _dirty = None, connection.in_atomic_block
+    try:
+        cache.set(HALTS_VERSION_KEY, uuid.uuid4().hex, timeout=None)
+    except Exception:
+        logger.exception("could not bump the halt cache version; other processes rely on matching's own check")
 
 
 def halt_reason(*, customer_id: int, ticker_id: int, pool_id: int | None = None) -> str | None:

@@ -85,7 +85,12 @@ class Order(models.Model):
     """A parent order as the customer entered it."""
 
     order_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    sequence = models.BigIntegerField(unique=True, help_text="Gateway sequence number, strictly increasing.")
+    # Drawn by the INSERT itself (and returned by it): no separate round trip per order.
+    sequence = models.BigIntegerField(
+        unique=True,
+        db_default=models.Func(models.Value("orders_gateway_sequence"), function="nextval"),
+        help_text="Gateway sequence number, strictly increasing.",
+    )
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="orders")
     ticker = models.ForeignKey(Ticker, on_delete=models.PROTECT, related_name="orders")
     direction = models.CharField(max_length=4, choices=Direction.choices)

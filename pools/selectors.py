@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import cast
 
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import Max, Min, Sum
 
 from pools import engine
@@ -67,6 +68,9 @@ class _Venues:
 
 
 _venues: _Venues | None = None
+# Set when this process changed a pool in a transaction still open: until it ends (committed or rolled
+# back), what it reads may include its own uncommitted change, which must not be cached.
+_dirty = False
 
 
 def _shared_version() -> str | None:
@@ -82,7 +86,11 @@ def _shared_version() -> str | None:
 
 
 def _current() -> _Venues:
-    global _venues
+    global _venues, _dirty
+    if _dirty:
+        if connection.in_atomic_block:
+            return _Venues(version="", pools=tuple(Pool.objects.order_by("taker_fee", "name")))
+        _dirty, _venues = False, None
     version = _shared_version()
     if version is None or _venues is None or _venues.version != version:
         pools = tuple(Pool.objects.order_by("taker_fee", "name"))
@@ -95,8 +103,8 @@ def _current() -> _Venues:
 
 def venues_changed() -> None:
     """A pool was saved or deleted: every process reloads the venues at its next use."""
-    global _venues
-    _venues = None
+    global _venues, _dirty
+    _venues, _dirty = None, connection.in_atomic_block
     try:
         cache.set(VENUES_VERSION_KEY, uuid.uuid4().hex, timeout=None)
     except Exception:

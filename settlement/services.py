@@ -295,26 +295,28 @@ def trade_cost(*, direction: str, quantity: int, price: Decimal, fee: Decimal) -
     return Decimal(quantity)
 
 
-def available(*, customer_id: int, asset: str) -> Decimal:
-    """Ledger balance of `asset` less everything the customer's reservations still hold (one query)."""
+def _available_sql(*, customer_id: int, asset: str) -> tuple[str, list[Any]]:
+    """SQL of the customer's available `asset`: its ledger balance less what its reservations hold."""
     from settlement.models import Reservation
 
     kind = AccountKind.CUSTOMER_CASH if asset == CASH_ASSET else AccountKind.CUSTOMER_SECURITIES
     entry, account, reservation = (model._meta.db_table for model in (LedgerEntry, Account, Reservation))
-    # Both sums in one round trip: this runs on every order placement, under the customer's lock.
+    sql = f"""
+        (SELECT COALESCE(SUM(e.amount), 0) FROM {entry} e JOIN {account} a ON a.id = e.account_id
+          WHERE a.kind = %s AND a.customer_id = %s AND a.asset = %s)
+        - (SELECT COALESCE(SUM(r.per_unit * r.open_units + r.pending), 0) FROM {reservation} r
+          WHERE r.customer_id = %s AND r.asset = %s AND (r.open_units > 0 OR NOT (r.pending = 0)))
+    """  # noqa: S608  (only the tables' own names go into the text)
+    return sql, [kind, customer_id, asset, customer_id, asset]
+
+
+def available(*, customer_id: int, asset: str) -> Decimal:
+    """Ledger balance of `asset` less everything the customer's reservations still hold (one query)."""
+    sql, params = _available_sql(customer_id=customer_id, asset=asset)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT
-              (SELECT COALESCE(SUM(e.amount), 0) FROM {entry} e JOIN {account} a ON a.id = e.account_id
-                WHERE a.kind = %s AND a.customer_id = %s AND a.asset = %s),
-              (SELECT COALESCE(SUM(r.per_unit * r.open_units + r.pending), 0) FROM {reservation} r
-                WHERE r.customer_id = %s AND r.asset = %s AND (r.open_units > 0 OR NOT (r.pending = 0)))
-            """,  # noqa: S608  (only the tables' own names go into the text)
-            [kind, customer_id, asset, customer_id, asset],
-        )
-        balance, held = cursor.fetchone()
-    return Decimal(balance) - Decimal(held)
+        cursor.execute(f"SELECT {sql}", params)
+        (value,) = cursor.fetchone()
+    return Decimal(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,23 +344,31 @@ def reservation_open(
     else:
         asset, per_unit = symbol, Decimal(1)
         needed, reason = Decimal(quantity), "insufficient position"
-    have = available(customer_id=customer_id, asset=asset)
-    if have < needed:
-        shown = (
-            f"{have.quantize(CENT)} available, {needed.quantize(CENT)} needed"
-            if asset == CASH_ASSET
-            else (f"{have.normalize():f} {symbol} available, {quantity} needed")
+    # Check and reserve in one statement (this runs on every order placement): the row is inserted only
+    # if what is available covers it. The caller's customer lock was taken by an earlier statement, so
+    # this one's snapshot sees every reservation of the customer's earlier placements.
+    available_sql, available_params = _available_sql(customer_id=customer_id, asset=asset)
+    table = Reservation._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (order_ref, customer_id, asset, per_unit, units, open_units, pending, created_at,
+                                 updated_at)
+            SELECT %s, %s, %s, %s, %s, %s, 0, now(), now()
+            WHERE {available_sql} >= %s
+            RETURNING id
+            """,
+            [order_ref, customer_id, asset, per_unit, quantity, quantity, *available_params, needed],
         )
-        return RiskCheck(accepted=False, reason=f"{reason}: {shown}")
-    Reservation.objects.create(
-        order_ref=order_ref,
-        customer_id=customer_id,
-        asset=asset,
-        per_unit=per_unit,
-        units=quantity,
-        open_units=quantity,
+        if cursor.fetchone() is not None:
+            return RiskCheck(accepted=True)
+    have = available(customer_id=customer_id, asset=asset)
+    shown = (
+        f"{have.quantize(CENT)} available, {needed.quantize(CENT)} needed"
+        if asset == CASH_ASSET
+        else (f"{have.normalize():f} {symbol} available, {quantity} needed")
     )
-    return RiskCheck(accepted=True)
+    return RiskCheck(accepted=False, reason=f"{reason}: {shown}")
 
 
 def reservation_fill(*, order_ref: int, quantity: int, cost: Decimal) -> None:

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from broker.exceptions import Conflict
@@ -26,13 +26,6 @@ from settlement import services as settlement_services
 class Placement:
     order: Order
     created: bool
-
-
-def _next_gateway_sequence() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT nextval('orders_gateway_sequence')")
-        (value,) = cursor.fetchone()
-    return int(value)
 
 
 def _replay(existing: Order, fingerprint: str) -> Placement:
@@ -62,7 +55,6 @@ def order_place(*, request: OrderRequest, customer: Customer, ticker: Ticker, ac
         if existing is not None:
             return _replay(existing, fingerprint)
     order = Order(
-        sequence=_next_gateway_sequence(),
         customer=customer,
         ticker=ticker,
         direction=request.direction,
@@ -123,7 +115,7 @@ def _pre_trade_refusal(*, order: Order, ticker: Ticker) -> str:
 
     Caller holds the customer's row lock.
     """
-    halted = kill_switch.halts_active().reason(customer_id=order.customer_id, ticker_id=order.ticker_id)
+    halted = kill_switch.halts_cached().reason(customer_id=order.customer_id, ticker_id=order.ticker_id)
     if halted:
         return halted
     if order.order_type == OrderType.MARKET and order.protection_price is None:

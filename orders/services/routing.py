@@ -69,7 +69,7 @@ def _no_lit_venue_reason(*, order: Order, halts: kill_switch.HaltSnapshot) -> st
     return _fit_reason(f"every lit venue is halted ({halt})")
 
 
-def order_route(*, order_id: int) -> Order | None:
+def order_route(*, order_id: int, match_now: bool = True, books_checked: bool = False) -> Order | None:
     """Split a New order into child orders, choose a venue for each, and send them (task body).
 
     The halt rule. An immediate order (IOC, FOK, or any Market order) that a halt keeps from trading
@@ -80,61 +80,73 @@ def order_route(*, order_id: int) -> Order | None:
     Halted venues are skipped (see `venues`). Replaying it for an order that is no longer New is a no-op.
 
     After the commit the children's books are matched right here when free (`books_drain_now`): one
-    task instead of two for most orders; a busy book gets its own `match_book` task.
-    """
-    order = Order.objects.filter(pk=order_id).select_related("ticker").first()
-    if order is None or order.status != OrderStatus.NEW:
-        return order
-    immediate = is_immediate(order_type=order.order_type, time_in_force=order.time_in_force)
-    halts = kill_switch.halts_active()
-    halt = halts.reason(customer_id=order.customer_id, ticker_id=order.ticker_id)
-    if halt:
-        # Halted after it was accepted.
-        return _order_cancel_unrouted(order_id=order_id, reason=halt) if immediate else order
-    halted = halts.halted_pool_ids
-    lit = venues(PoolKind.LIT, halted=halted)
-    if not lit:
-        if immediate:
-            return _order_cancel_unrouted(order_id=order_id, reason=_no_lit_venue_reason(order=order, halts=halts))
-        return order
-    pool_services.books_ensure(ticker_id=order.ticker_id)
-    if order.time_in_force == TimeInForce.FOK:
-        return _route_fill_or_kill(order_id=order_id, halts=halts)
+    task instead of two for most orders; a busy book gets its own `match_book` task. `match_now=False`
+    sends every book its task instead (what a busy book gets).
 
-    # The snapshot is read before taking the order lock: it only steers where children go; the venue
-    # decides what actually fills. The midpoint only matters to an order large enough for the dark.
-    dark = venues(PoolKind.DARK, halted=halted) if order.quantity >= settings.DARK_MIN_ORDER_QUANTITY else []
-    mid = midpoint(ticker_id=order.ticker_id, halted=halted) if dark else None
-    levels = depth(order, halted=halted)
+    Locks: the order (FOR NO KEY UPDATE), for the whole decision: the market snapshot (depth, midpoint)
+    is read under it, unlocked; it only steers where children go, the venue decides what fills. A
+    fill-or-kill order and a ticker whose books this process has not seen yet leave that transaction
+    first: both lock books, which come before orders in the global lock order.
+    """
+    halts = kill_switch.halts_cached()
     with transaction.atomic():
         order = (
             Order.objects.select_for_update(of=("self",), no_key=True)
             .select_related("customer", "ticker")
-            .get(pk=order_id)
+            .filter(pk=order_id)
+            .first()
         )
-        if order.status != OrderStatus.NEW:
+        if order is None or order.status != OrderStatus.NEW:
             return order
-        plans = router.plan_children(
-            side=order.direction,
-            limit=order.price,
-            quantity=order.quantity,
-            time_in_force=order.time_in_force,
-            max_child=settings.MAX_CHILD_QUANTITY,
-            dark_min_quantity=settings.DARK_MIN_ORDER_QUANTITY,
-            midpoint=mid,
-            dark=dark,
-            lit=lit,
-            depth=levels,
-        )
-        events: list[OrderEvent] = []
-        transition(order, OrderStatus.ROUTED, actor="router", events=events, children=len(plans))
-        children_create(order=order, plans=plans, events=events)
-        order.save(update_fields=["status", "updated_at"])
-        OrderEvent.objects.bulk_create(events)
-        Effects(orders={order.pk: order}).on_commit()
-        pools = pool_selectors.pools_by_id()
-        books = {(plan.pool_id, order.ticker_id): queue_for(pools[plan.pool_id]) for plan in plans}
+        immediate = is_immediate(order_type=order.order_type, time_in_force=order.time_in_force)
+        halt = halts.reason(customer_id=order.customer_id, ticker_id=order.ticker_id)
+        halted = halts.halted_pool_ids
+        lit = venues(PoolKind.LIT, halted=halted)
+        if halt or not lit:
+            # Halted after it was accepted, or nowhere to go: an immediate order ends now, others wait New.
+            if immediate:
+                return _cancel_unrouted(order, reason=halt or _no_lit_venue_reason(order=order, halts=halts))
+            return order
+        books_ready = books_checked or pool_selectors.books_known_ready(ticker_id=order.ticker_id)
+        if books_ready and order.time_in_force != TimeInForce.FOK:
+            return _route_locked(order, halted=halted, lit=lit, match_now=match_now)
+    # Outside the order's transaction: these lock books.
+    pool_services.books_ensure(ticker_id=order.ticker_id)
+    if order.time_in_force == TimeInForce.FOK:
+        return _route_fill_or_kill(order_id=order_id, halts=halts)
+    return order_route(order_id=order_id, match_now=match_now, books_checked=True)
+
+
+def _route_locked(order: Order, *, halted: set[int], lit: list[router.Venue], match_now: bool) -> Order:
+    """Plan and record the children of the locked New order; their books are matched after commit."""
+    dark = venues(PoolKind.DARK, halted=halted) if order.quantity >= settings.DARK_MIN_ORDER_QUANTITY else []
+    # The midpoint only matters to an order large enough for the dark.
+    mid = midpoint(ticker_id=order.ticker_id, halted=halted) if dark else None
+    plans = router.plan_children(
+        side=order.direction,
+        limit=order.price,
+        quantity=order.quantity,
+        time_in_force=order.time_in_force,
+        max_child=settings.MAX_CHILD_QUANTITY,
+        dark_min_quantity=settings.DARK_MIN_ORDER_QUANTITY,
+        midpoint=mid,
+        dark=dark,
+        lit=lit,
+        depth=depth(order, halted=halted),
+    )
+    events: list[OrderEvent] = []
+    transition(order, OrderStatus.ROUTED, actor="router", events=events, children=len(plans))
+    children_create(order=order, plans=plans, events=events)
+    order.save(update_fields=["status", "updated_at"])
+    OrderEvent.objects.bulk_create(events)
+    pools = pool_selectors.pools_by_id()
+    books = {(plan.pool_id, order.ticker_id): queue_for(pools[plan.pool_id]) for plan in plans}
+    effects = Effects(orders={order.pk: order})
+    if match_now:
         transaction.on_commit(lambda: _drain(books), robust=True)
+    else:
+        effects.books.update(books)
+    effects.on_commit()
     return order
 
 
@@ -284,11 +296,16 @@ def _order_cancel_unrouted(*, order_id: int, reason: str) -> Order:
         )
         if order.status != OrderStatus.NEW:
             return order
-        events: list[OrderEvent] = []
-        order.reject_reason = reason
-        transition(order, OrderStatus.CANCELLED, actor="router", events=events, reason=reason)
-        order.save(update_fields=["status", "reject_reason", "updated_at"])
-        settlement_services.reservation_close(order_ref=order.pk)
-        OrderEvent.objects.bulk_create(events)
-        Effects(orders={order.pk: order}).on_commit()
+        return _cancel_unrouted(order, reason=reason)
+
+
+def _cancel_unrouted(order: Order, *, reason: str) -> Order:
+    """Cancel the locked New order with `reason` (caller holds its lock, inside a transaction)."""
+    events: list[OrderEvent] = []
+    order.reject_reason = reason
+    transition(order, OrderStatus.CANCELLED, actor="router", events=events, reason=reason)
+    order.save(update_fields=["status", "reject_reason", "updated_at"])
+    settlement_services.reservation_close(order_ref=order.pk)
+    OrderEvent.objects.bulk_create(events)
+    Effects(orders={order.pk: order}).on_commit()
     return order

@@ -434,10 +434,15 @@ def test_fill_or_kill_locks_every_resting_parent_before_its_first_fill(market: M
     # then its first order lock already held its own order and every resting parent, in one statement:
     # later fills only re-lock what it holds, so parents are never taken out of id order (a dark match
     # locking the same parents by id could otherwise deadlock with it)
+    # (the fill-or-kill transaction starts with its book locks; before it, routing only read the order)
+    statements = [query["sql"] for query in queries.captured_queries]
+    first_book_lock = next(
+        index for index, sql in enumerate(statements) if sql.startswith('SELECT "pools_book"') and "FOR NO KEY" in sql
+    )
     order_locks = [
-        query["sql"]
-        for query in queries.captured_queries
-        if query["sql"].startswith('SELECT "orders_order"') and "FOR NO KEY UPDATE" in query["sql"]
+        sql
+        for sql in statements[first_book_lock:]
+        if sql.startswith('SELECT "orders_order"') and "FOR NO KEY UPDATE" in sql
     ]
     assert order_locks, "the route locks orders"
     listed = re.search(r'"orders_order"\."id" IN \(([\d, ]+)\)', order_locks[0])
