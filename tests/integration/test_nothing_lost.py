@@ -294,11 +294,12 @@ def test_orders_accepted_while_the_broker_is_down_are_swept_to_their_venues(stac
         assert {response.json()["status"] for response in responses} <= {OrderStatus.NEW, OrderStatus.REJECTED}
         assert waiting > len(bodies) // 2
         assert Order.objects.filter(status=OrderStatus.NEW).count() == waiting
-        # the router runs where the broker is down: the children are created but their match tasks are not sent
+        # the router runs where the broker is down, its books busy: the children are created but their
+        # books' match tasks are not sent
         new = Order.objects.filter(status=OrderStatus.NEW).exclude(time_in_force="FOK")
         routed = list(new.order_by("pk").values_list("pk", flat=True)[:6])
         for order_id in routed:
-            services.order_route(order_id=order_id)
+            services.order_route(order_id=order_id, match_now=False)
         stuck_children = ChildOrder.objects.filter(parent_id__in=routed).count()
         assert stuck_children >= len(routed)
         # and the sweeper cannot send anything either while the broker is down
