@@ -74,7 +74,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "broker.middleware.StaticFilesMiddleware",  # whitenoise, async-capable (broker/middleware.py)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -215,6 +215,7 @@ CELERY_TASK_ROUTES = {
     "orders.sweep": {"queue": "orders"},
     "orders.expire_day_orders": {"queue": "orders"},
     "orders.settle_trades": {"queue": "settlement"},
+    "orders.settle_pending": {"queue": "settlement"},
     "orders.settle_due": {"queue": "settlement"},
     "reporting.reconcile": {"queue": "reporting"},
     "marketdata.*": {"queue": "marketdata"},

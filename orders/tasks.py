@@ -7,10 +7,14 @@ replay a no-op.
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from django.db import OperationalError
 
 from orders import services
+
+logger = logging.getLogger(__name__)
 
 # Retry only what is transient (a dropped connection, a deadlock victim); a bug must surface.
 TRANSIENT = (OperationalError,)
@@ -84,6 +88,34 @@ def sweep() -> dict[str, int]:
 def settle_trades(trade_ids: list[int]) -> int:
     # T+0: sent after the commit of the match that created the trades, on the `settlement` queue.
     return services.trades_settle(trade_ids=trade_ids)
+
+
+@shared_task(
+    name="orders.settle_pending",
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=5,
+    time_limit=120,
+    soft_time_limit=110,
+)
+def settle_pending() -> int:
+    # T+0: sent after the commit of fills (orders.services.effects.settle_pending_request), on the
+    # `settlement` queue; it settles every due trade, so one task covers many fills.
+    from django.core.cache import cache
+
+    from orders.services.effects import SETTLE_PENDING_KEY
+    from orders.services.settlement import SETTLE_BATCH
+
+    try:
+        cache.delete(SETTLE_PENDING_KEY)  # before reading what is due: later fills send a new task
+    except Exception:  # without the shared cache every fill sends its own task anyway
+        logger.warning("could not clear the settle-pending mark", exc_info=True)
+    settled = total = services.trades_settle_pending()
+    while settled == SETTLE_BATCH:
+        settled = services.trades_settle_pending()
+        total += settled
+    return total
 
 
 @shared_task(name="orders.settle_due", acks_late=True, time_limit=300, soft_time_limit=290)

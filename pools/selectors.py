@@ -3,13 +3,15 @@
 The venues (a handful of `Pool` rows that change only when staff edit them) are cached per process:
 every order's placement, routing and matching asks for them. The cache is checked against a version
 kept in the shared cache (Redis), which every save or delete of a pool bumps (`venues_changed`, wired
-to the model's signals in `pools.apps`), so an edit in the admin reaches every web and worker process
-at its next order. If the shared cache cannot be reached, the venues are read from the database.
+to the model's signals in `pools.apps`), read at most every VERSION_CHECK_SECONDS: an edit in the admin
+reaches the process that made it at once and every other web and worker process within a quarter of a
+second. If the shared cache cannot be reached, the venues are read from the database.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -73,7 +75,17 @@ _venues: _Venues | None = None
 _dirty = False
 
 
+# How long a process trusts the version it last read: every order asks for the venues several times, and
+# one shared-cache round trip per quarter second instead of per ask is most of what the cache saves.
+VERSION_CHECK_SECONDS = 0.25
+_checked: tuple[float, str] | None = None
+
+
 def _shared_version() -> str | None:
+    global _checked
+    now = time.monotonic()
+    if _checked is not None and now - _checked[0] < VERSION_CHECK_SECONDS:
+        return _checked[1]
     try:
         version = cache.get(VENUES_VERSION_KEY)
         if version is None:
@@ -82,6 +94,7 @@ def _shared_version() -> str | None:
     except Exception:  # the shared cache is down: read the database every time rather than risk stale fees
         logger.warning("venue cache version unavailable; reading pools from the database", exc_info=True)
         return None
+    _checked = (now, version) if version is not None else None
     return cast(str | None, version)
 
 
@@ -103,8 +116,8 @@ def _current() -> _Venues:
 
 def venues_changed() -> None:
     """A pool was saved or deleted: every process reloads the venues at its next use."""
-    global _venues, _dirty
-    _venues, _dirty = None, connection.in_atomic_block
+    global _venues, _dirty, _checked
+    _venues, _dirty, _checked = None, connection.in_atomic_block, None
     try:
         cache.set(VENUES_VERSION_KEY, uuid.uuid4().hex, timeout=None)
     except Exception:

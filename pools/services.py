@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from broker.sql import update_rows
 from pools import engine, liquidity
 from pools import selectors as pool_selectors
 from pools.models import (
@@ -335,7 +336,7 @@ class BookSession:
                 BookOrder(id=pk, remaining=remaining, status=status, updated_at=self._now)
                 for pk, (remaining, status) in sorted(self._changed.items())
             ]
-            BookOrder.objects.bulk_update(changed, ["remaining", "status", "updated_at"])
+            update_rows(BookOrder, changed, ["remaining", "status", "updated_at"])
             self._changed = {}
         if self._executions:
             Execution.objects.bulk_create(self._executions)

@@ -22,7 +22,7 @@ from pools.models import Pool
 from settlement import services as settlement_services
 from tests.stack import quiet_after_each_test, stack
 
-# The real-stack fixtures (one daphne + Celery worker per session), shared by tests/integration and
+# The real-stack fixtures (one web tier + Celery worker per session), shared by tests/integration and
 # tests/browser; defined once here so both directories get the same session-scoped stack.
 __all__ = ["quiet_after_each_test", "stack"]
 
@@ -33,6 +33,10 @@ def redis_server() -> Iterator[str]:
     started = False
     if not os.environ.get("REDIS_URL"):
         started = embedded.start_redis(settings.EMBEDDED)
+    # Tests count the messages they queue: start from empty queues, whatever an earlier session left.
+    from broker.celery import app
+
+    app.control.purge()
     yield settings.REDIS_URL
     if started:
         embedded.stop_redis(settings.EMBEDDED)

@@ -46,7 +46,7 @@ from orders.services.matching import book_match, child_match
 from orders.services.placement import Placement, order_place
 from orders.services.recovery import orders_sweep, sweep_backoff_reset
 from orders.services.routing import order_route
-from orders.services.settlement import trade_settle, trades_settle, trades_settle_due
+from orders.services.settlement import trade_settle, trades_settle, trades_settle_due, trades_settle_pending
 from orders.services.transitions import TransitionRefused, transition
 
 __all__ = [
@@ -66,5 +66,6 @@ __all__ = [
     "trade_settle",
     "trades_settle",
     "trades_settle_due",
+    "trades_settle_pending",
     "transition",
 ]

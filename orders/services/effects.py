@@ -6,11 +6,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 
 from broker.marketdata import services as marketdata_services
 from orders.models import Order, Trade
 from pools.models import Pool, PoolKind
+
+# Set while a `settle_pending` task is queued and not yet started: the fills committed meanwhile need no
+# task of their own, that one will settle them (it clears the mark before it reads what is due).
+SETTLE_PENDING_KEY = "orders:settle-pending"
+SETTLE_PENDING_TTL_SECONDS = 5
+# The task waits this long before it starts, so the fills of that moment share it: a settlement is one
+# transaction and a task for any number of trades, and T+0 settlement need not be instant.
+SETTLE_COALESCE_SECONDS = 1.0
+
+
+def settle_pending_request() -> None:
+    """Make sure a `settle_pending` task will run after this commit: send one unless one is waiting.
+
+    If the waiting task is lost (its worker killed), the mark expires and the next fills send another;
+    the scheduled `settle_due` run settles anything left behind meanwhile.
+    """
+    from orders import tasks
+
+    try:
+        waiting = not cache.add(SETTLE_PENDING_KEY, 1, timeout=SETTLE_PENDING_TTL_SECONDS)
+    except Exception:  # the shared cache is down: send one; a duplicate settles nothing twice
+        waiting = False
+    if not waiting:
+        tasks.settle_pending.apply_async(countdown=SETTLE_COALESCE_SECONDS)
 
 
 def queue_for(pool: Pool | str) -> str:
@@ -49,9 +74,8 @@ class Effects:
             tasks.match_book.apply_async(args=(pool_id, ticker_id), queue=queue)
         for child_id, attempt, queue in self.matches:
             tasks.match_child.apply_async(args=(child_id, attempt), queue=queue)
-        settle = [trade.pk for trade in self.trades if not trade.busted]
-        if settle and settings.SETTLEMENT_CYCLE == "T+0":
-            tasks.settle_trades.apply_async(args=(settle,))
+        if self.trades and settings.SETTLEMENT_CYCLE == "T+0":
+            settle_pending_request()
         messages: list[tuple[str, dict[str, Any]]] = []
         for trade in self.trades:
             messages.append(

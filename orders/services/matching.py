@@ -23,6 +23,7 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from broker.sql import update_rows
 from orders import kill_switch
 from orders import routing as router
 from orders.models import (
@@ -260,7 +261,8 @@ def _book_fills(*, batch: _Batch, halts: kill_switch.HaltSnapshot, effects: Effe
     now = timezone.now()
     for child in touched.values():
         child.updated_at = now
-    ChildOrder.objects.bulk_update(
+    update_rows(
+        ChildOrder,
         touched.values(),
         [
             "filled_quantity", "status", "submitted_attempt", "attempt", "pool", "venues_tried", "route_reason",
@@ -293,7 +295,8 @@ def _book_fills(*, batch: _Batch, halts: kill_switch.HaltSnapshot, effects: Effe
                 filled=quantity, cost=cost, close=parent.is_final
             )
     settlement_services.reservations_apply(reservations)
-    Order.objects.bulk_update(
+    update_rows(
+        Order,
         [batch.parents[parent_id] for parent_id in sorted(changed_parents)],
         ["filled_quantity", "filled_notional", "fees", "status", "reject_reason", "updated_at"],
     )

@@ -10,11 +10,16 @@ from datetime import date
 from decimal import Decimal
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
+from broker.sql import update_rows
 from orders.models import EventKind, OrderEvent, Trade
 from orders.services.effects import Effects
 from settlement import services as settlement_services
+
+# Trades per settlement transaction.
+SETTLE_BATCH = 500
 
 
 def to_settle(trade: Trade) -> settlement_services.TradeToSettle:
@@ -51,16 +56,32 @@ def trades_settle(*, trade_ids: list[int], today: date | None = None) -> int:
     """
     if not trade_ids:
         return 0
+    return _settle(trades=Trade.objects.filter(pk__in=trade_ids), today=today, skip_locked=False, limit=None)
+
+
+def trades_settle_pending(*, today: date | None = None, limit: int = SETTLE_BATCH) -> int:
+    """Settle every due, unsettled trade no other settlement holds, oldest first, up to `limit` (task body).
+
+    What the order flow sends after its fills (`orders.settle_pending`): one task settles whatever is
+    waiting, so under load one batch covers the fills of many matches. Trades a concurrent settlement
+    holds are skipped, not waited for: that one settles them.
+    """
+    due = Trade.objects.filter(settles_on__lte=today or settlement_services.settlement_today())
+    return _settle(trades=due, today=today, skip_locked=True, limit=limit)
+
+
+def _settle(*, trades: QuerySet[Trade], today: date | None, skip_locked: bool, limit: int | None) -> int:
     today = today or settlement_services.settlement_today()
     with transaction.atomic():
-        trades = list(
-            Trade.objects.select_for_update(of=("self",), no_key=True)
+        candidates = (
+            trades.filter(settlement_date__isnull=True, busted=False)
+            .select_for_update(of=("self",), no_key=True, skip_locked=skip_locked)
             .select_related("order", "customer", "ticker", "pool")
-            .filter(pk__in=trade_ids, settlement_date__isnull=True, busted=False)
             .order_by("pk")
         )
+        locked = list(candidates[:limit] if limit is not None else candidates)
         due = []
-        for trade in trades:
+        for trade in locked:
             settles_on = trade.settles_on or settlement_services.settlement_due_on(traded_at=trade.trade_date)
             if settles_on <= today:
                 due.append((trade, settles_on))
@@ -74,7 +95,7 @@ def trades_settle(*, trade_ids: list[int], today: date | None = None) -> int:
         now = timezone.now()
         for trade, _ in due:
             trade.settlement_date = now
-        Trade.objects.bulk_update([trade for trade, _ in due], ["settlement_date"])
+        update_rows(Trade, [trade for trade, _ in due], ["settlement_date"])
         OrderEvent.objects.bulk_create(
             OrderEvent(
                 order=trade.order,
