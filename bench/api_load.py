@@ -13,7 +13,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 import httpx
@@ -24,6 +24,7 @@ from bench.hotbook import crossing_price
 
 CENT = Decimal("0.01")
 POST_TIMEOUT = 10.0
+HTTP_KEEPALIVE_PER_POOL = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,9 @@ async def _accept_load(
         async def post(worker: int, number: int) -> int:
             client = clients[worker % len(clients)]
             instrument = instruments[(worker + number) % len(instruments)]
-            direction = "Buy" if (worker + number) % 2 == 0 else "Sell"
+            # Flips once per full round of the tickers, so each (customer, ticker) alternates Buy and Sell
+            # and a fast run cannot drain a customer's cash or shares for the phases after it.
+            direction = "Buy" if (worker + number) // len(instruments) % 2 == 0 else "Sell"
             body = _order_body(client, instrument, direction, crossing_price(instrument.reference, direction))
             response = await http.post("/api/orders", json=body, headers={"Authorization": f"Token {client.token}"})
             return response.status_code
@@ -130,8 +133,14 @@ class LatencyResult:
     post_latencies: list[float]  # seconds from just before the POST to its 201
     missed: int  # accepted orders with no fill message within the timeout
     errors: Counter[str] = field(default_factory=Counter)
-    achieved_rate: float = 0.0
+    achieved_rate: float = 0.0  # POSTs started per second, from the first to the last
     stream_closed: str | None = None  # set when the server closed the fill stream mid-run
+    # Seconds each POST started after its scheduled time: how far the load generator fell behind.
+    send_lags: list[float] = field(default_factory=list)
+    # (seconds since the first send, orders sent and neither failed nor filled yet), every sample_every.
+    in_flight: list[tuple[float, int]] = field(default_factory=list)
+    # CPU seconds the bench process used per second of sending (1.0 = one whole core).
+    generator_cpu: float = 0.0
 
     @property
     def unfilled(self) -> int:
@@ -145,38 +154,105 @@ class LatencyResult:
         """
         return percentile(self.latencies + [math.inf] * self.unfilled, fraction)
 
+    def backlog(self, at: float, window: float = 1.0) -> float | None:
+        """Mean number of orders in flight over the `window` seconds before `at` (seconds after the start).
 
-def marketable_buy_price(reference: Decimal) -> Decimal:
-    # 2% above the reference clears every level the simulated providers quote (at most ~0.6% away),
+        A mean over a window rather than one sample: at a steady state the count jumps by a few orders
+        from one instant to the next, and two single samples would compare noise.
+        """
+        samples = [count for when, count in self.in_flight if at - window < when <= at]
+        return sum(samples) / len(samples) if samples else None
+
+
+def marketable_price(reference: Decimal, direction: str) -> Decimal:
+    # 2% through the reference clears every level the simulated providers quote (at most ~0.6% away),
     # so the order fills on arrival at whichever lit venue it is routed to.
-    return (reference * Decimal("1.02")).quantize(CENT, rounding=ROUND_CEILING)
+    if direction == "Buy":
+        return (reference * Decimal("1.02")).quantize(CENT, rounding=ROUND_CEILING)
+    return (reference * Decimal("0.98")).quantize(CENT, rounding=ROUND_FLOOR)
+
+
+class OrderMix:
+    """Who sends what, order after order: clients in turn, tickers in turn, a share on one hot ticker.
+
+    Each (customer, ticker) alternates Buy and Sell, starting with a Buy, so however many orders a run
+    sends, no customer runs out of cash or shares: an order rejected for funds would count as unfilled
+    and measure the demo accounts instead of the pipeline.
+    """
+
+    def __init__(
+        self, clients: list[Client], instruments: list[Instrument], hot: Instrument | None = None, hot_share: float = 0
+    ) -> None:
+        self.clients = clients
+        self.instruments = instruments
+        self.hot = hot
+        self.hot_share = hot_share if hot is not None else 0.0
+        self._spread = 0
+        self._hot = 0
+        self._placed: Counter[tuple[str, str]] = Counter()
+
+    def order(self, number: int) -> tuple[Client, Instrument, str]:
+        # Every 1/hot_share-th order (evenly spread, not in bursts) goes to the hot ticker.
+        if self.hot is not None and math.floor((number + 1) * self.hot_share) > math.floor(number * self.hot_share):
+            instrument, turn = self.hot, self._hot
+            self._hot += 1
+        else:
+            instrument, turn = self.instruments[self._spread % len(self.instruments)], self._spread
+            self._spread += 1
+        client = self.clients[turn % len(self.clients)]
+        key = (client.customer_id, instrument.symbol)
+        direction = "Buy" if self._placed[key] % 2 == 0 else "Sell"
+        self._placed[key] += 1
+        return client, instrument, direction
+
+
+@dataclass(slots=True)
+class _Progress:
+    sent: int = 0
+    failed: int = 0
+    filled: int = 0  # accepted orders of this run with a fill received, however late
+
+    @property
+    def in_flight(self) -> int:
+        return self.sent - self.failed - self.filled
 
 
 async def _latency_load(
     base_url: str,
     ws_url: str,
     staff_token: str,
-    clients: list[Client],
-    instruments: list[Instrument],
+    mix: OrderMix,
     rate: float,
     seconds: float,
     fill_timeout: float,
+    sample_every: float,
 ) -> LatencyResult:
     sent_at: dict[str, float] = {}
     first_fill: dict[str, float] = {}
     post_latencies: list[float] = []
+    send_lags: list[float] = []
+    last_post = 0.0
     errors: Counter[str] = Counter()
     stream_closed: list[str] = []
-    sent = 0
+    progress = _Progress()
+    in_flight: list[tuple[float, int]] = []
     start = time.perf_counter()
     # No cap on connections: in an open-loop test a client-side pool limit would queue orders in the
     # bench instead of at the server, and hide the server's own behaviour under the offered load.
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=128)
-    async with (
-        connect(f"{ws_url}/ws/fills/?token={staff_token}", open_timeout=30, max_size=None) as ws,
-        # 10 s: an order not even accepted by then would count as missed anyway (5 s fill timeout).
-        httpx.AsyncClient(base_url=base_url, limits=limits, timeout=POST_TIMEOUT) as http,
-    ):
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=HTTP_KEEPALIVE_PER_POOL)
+    async with contextlib.AsyncExitStack() as stack:
+        ws = await stack.enter_async_context(
+            connect(f"{ws_url}/ws/fills/?token={staff_token}", open_timeout=30, max_size=None)
+        )
+        # One connection pool per customer: httpcore's pool does work quadratic in its connections on
+        # every request, and one pool of hundreds of connections held the generator under ~300 orders/s
+        # on a core. 10 s timeout: an order not even accepted by then would count as missed anyway.
+        pools = {
+            client.customer_id: await stack.enter_async_context(
+                httpx.AsyncClient(base_url=base_url, limits=limits, timeout=POST_TIMEOUT)
+            )
+            for client in mix.clients
+        }
         hello = json.loads(await asyncio.wait_for(ws.recv(), timeout=10))
         if hello.get("type") != "subscribed":
             raise RuntimeError(f"unexpected first fills message: {hello}")
@@ -189,54 +265,76 @@ async def _latency_load(
                     if message.get("type") == "fill":
                         # Staff see every fill, including maker fills of other orders: only the first
                         # fill per order id counts, and only for ids this run sent.
-                        first_fill.setdefault(str(message["trade"]["orderId"]), received)
+                        order_id = str(message["trade"]["orderId"])
+                        if order_id not in first_fill:
+                            first_fill[order_id] = received
+                            if order_id in sent_at:
+                                progress.filled += 1
             except ConnectionClosed as closed:
                 # The server ending the stream is a result (fills after it count as missed), not a
                 # reason to lose the whole run.
                 stream_closed.append(f"closed {time.perf_counter() - start:.1f} s in: {closed}")
 
+        async def sample() -> None:
+            while True:
+                in_flight.append((time.perf_counter() - start, progress.in_flight))
+                await asyncio.sleep(sample_every)
+
         reader = asyncio.create_task(read_fills())
 
-        async def send(number: int) -> None:
-            client = clients[number % len(clients)]
-            instrument = instruments[number % len(instruments)]
-            body = _order_body(client, instrument, "Buy", marketable_buy_price(instrument.reference))
+        async def send(client: Client, body: dict[str, Any], scheduled: float) -> None:
+            nonlocal last_post
             started = time.perf_counter()
+            send_lags.append(started - scheduled)
+            last_post = max(last_post, started)
             try:
-                response = await http.post("/api/orders", json=body, headers={"Authorization": f"Token {client.token}"})
+                response = await pools[client.customer_id].post(
+                    "/api/orders", json=body, headers={"Authorization": f"Token {client.token}"}
+                )
             except httpx.HTTPError as error:
                 errors[type(error).__name__] += 1
+                progress.failed += 1
                 return
             if response.status_code != 201:
                 errors[f"HTTP {response.status_code}"] += 1
+                progress.failed += 1
                 return
             post_latencies.append(time.perf_counter() - started)
-            sent_at[str(response.json()["orderId"])] = started
+            order_id = str(response.json()["orderId"])
+            sent_at[order_id] = started
+            # The fill may well have beaten the 201 here.
+            if order_id in first_fill:
+                progress.filled += 1
 
         # Open loop at a steady rate: each order goes at its scheduled time whether or not earlier
         # ones were answered, so a slow server shows up as latency instead of a lower send rate.
         total = round(rate * seconds)
         start = time.perf_counter()
+        cpu_start = time.process_time()
+        sampler = asyncio.create_task(sample())
         pending: list[asyncio.Task[None]] = []
         for number in range(total):
-            delay = start + number / rate - time.perf_counter()
+            scheduled = start + number / rate
+            delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            pending.append(asyncio.create_task(send(number)))
-            sent += 1
-        achieved_rate = total / (time.perf_counter() - start)
+            client, instrument, direction = mix.order(number)
+            body = _order_body(client, instrument, direction, marketable_price(instrument.reference, direction))
+            pending.append(asyncio.create_task(send(client, body, scheduled)))
+            progress.sent += 1
         await asyncio.gather(*pending)
+        generator_cpu = (time.process_time() - cpu_start) / max(time.perf_counter() - start, 1e-9)
+        # From the first scheduled send to the last POST actually started, one interval counted per
+        # order: exactly `rate` when the generator kept up.
+        achieved_rate = total / (last_post - start + 1 / rate) if total else 0.0
         # Every accepted order gets fill_timeout from its own send time to produce a fill.
         last_deadline = max(sent_at.values(), default=time.perf_counter()) + fill_timeout
-        while (
-            time.perf_counter() < last_deadline
-            and not reader.done()
-            and any(order_id not in first_fill for order_id in sent_at)
-        ):
+        while time.perf_counter() < last_deadline and not reader.done() and progress.filled < len(sent_at):
             await asyncio.sleep(0.05)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        for task in (reader, sampler):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     latencies: list[float] = []
     missed = 0
@@ -247,7 +345,7 @@ async def _latency_load(
         else:
             latencies.append(received - started)
     return LatencyResult(
-        sent=sent,
+        sent=progress.sent,
         accepted=len(sent_at),
         latencies=latencies,
         post_latencies=post_latencies,
@@ -255,6 +353,9 @@ async def _latency_load(
         errors=errors,
         achieved_rate=achieved_rate,
         stream_closed=stream_closed[0] if stream_closed else None,
+        send_lags=send_lags,
+        in_flight=in_flight,
+        generator_cpu=generator_cpu,
     )
 
 
@@ -268,5 +369,13 @@ def post_to_fill(
     rate: float,
     seconds: float,
     fill_timeout: float = 5.0,
+    hot: Instrument | None = None,
+    hot_share: float = 0.0,
+    sample_every: float = 0.1,
 ) -> LatencyResult:
-    return asyncio.run(_latency_load(base_url, ws_url, staff_token, clients, instruments, rate, seconds, fill_timeout))
+    """Marketable orders sent open-loop at `rate` for `seconds`; each order's time from POST to first fill.
+
+    With `hot`, that ticker takes `hot_share` of the orders and the rest go round `instruments`.
+    """
+    mix = OrderMix(clients, instruments, hot=hot, hot_share=hot_share)
+    return asyncio.run(_latency_load(base_url, ws_url, staff_token, mix, rate, seconds, fill_timeout, sample_every))

@@ -2,32 +2,56 @@
 
 Phase order is deliberate: the in-process engine and the raw database baselines run before the web
 server and worker exist, so they see the machine as a ceiling would. Then, against the full stack:
-the hot book (worker only, on an untouched stack), the API load, and the latency run, with the web
-server and worker restarted on empty queues before the latency run so the API load's backlog (and
-whatever the web process still holds) cannot bleed into it.
+the hot book (worker only, on an untouched stack), the API load, the latency runs, and the
+sustainable-rate climb, with the web server and worker restarted on empty queues before each latency
+run and each step of the climb so one run's backlog (and whatever the web process still holds)
+cannot bleed into the next.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
-from bench import baseline, engine_bench
+from bench import baseline, engine_bench, plot, sustain
+from bench.memory import worker_rss_mb
 from bench.pgstat import PeakConnections
-from bench.report import BASELINE, DIAGNOSTIC, HEADLINE, LOCK_UPDATE_INSERT, RAW_INSERT, Report, Row
+from bench.report import (
+    BASE_DIR,
+    BASELINE,
+    DIAGNOSTIC,
+    HEADLINE,
+    LIGHT,
+    LOCK_UPDATE_INSERT,
+    NOT_ACCEPTED,
+    RAW_INSERT,
+    RSS_END,
+    RSS_START,
+    SUSTAINABLE,
+    Report,
+    Row,
+    git_commit,
+)
 from bench.stack import Stack, prepare_environment
 
 HOT_TICKER = "AAPL"
 # Its own ticker, so the in-process query count leaves the hot book and the API tickers untouched.
 QUERY_TICKER = "XOM"
 API_TICKERS = 8
+# The sustainable-rate climb: a quarter of the orders on the hot ticker, the rest over the API tickers.
+HOT_SHARE = 0.25
+FILL_TIMEOUT = 5.0
+PLOT_PATH = BASE_DIR / "docs" / "performance-capacity.png"
 
 
 def _env_float(name: str, default: float) -> float:
@@ -36,6 +60,16 @@ def _env_float(name: str, default: float) -> float:
 
 def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"rates are comma-separated numbers, e.g. 25,50,100; not {text!r}") from None
+    if any(rate <= 0 for rate in rates) or rates != sorted(rates):
+        raise argparse.ArgumentTypeError(f"rates must be positive and rising; not {text!r}")
+    return rates
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -92,6 +126,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=_env_int("BENCH_ENGINE_ORDERS", 100_000),
         help="orders submitted to the in-process engine [BENCH_ENGINE_ORDERS, 100000]",
     )
+    parser.add_argument(
+        "--sustain-rates",
+        type=_rates,
+        # A string default goes through `type` too, so a bad variable is reported like a bad option.
+        default=os.environ.get("BENCH_SUSTAIN_RATES", "25,50,100,200,400,800"),
+        help="offered rates (orders/s, rising, comma-separated) of the sustainable-rate climb; empty skips it "
+        "[BENCH_SUSTAIN_RATES, 25,50,100,200,400,800]",
+    )
+    parser.add_argument(
+        "--sustain-seconds",
+        type=float,
+        default=_env_float("BENCH_SUSTAIN_SECONDS", 20),
+        help="length of each step of the sustainable-rate climb [BENCH_SUSTAIN_SECONDS, 20]",
+    )
+    parser.add_argument(
+        "--plot",
+        default=os.environ.get("BENCH_PLOT", str(PLOT_PATH)),
+        help="where a complete run draws the capacity plot; empty: nowhere [BENCH_PLOT, docs/performance-capacity.png]",
+    )
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench reference row")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (database, logs) afterwards")
     return parser.parse_args(argv)
@@ -110,7 +163,13 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def _ms_text(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds * 1000:,.0f}"
+    if seconds is None:
+        return "n/a"
+    return "> timeout" if math.isinf(seconds) else f"{seconds * 1000:,.0f}"
+
+
+def _number_mb(megabytes: float | None) -> str:
+    return "n/a" if megabytes is None else f"{megabytes:,.0f} MB"
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -140,11 +199,32 @@ def main(argv: list[str] | None = None) -> int:
         for problem in stack.teardown():
             report.note(f"teardown problem: {problem}")
         clock.log("stopped")
+    if report.complete and report.steps and options.plot:
+        try:
+            path = _plot(report, Path(options.plot))
+            clock.log(f"drew {path}")
+        except Exception as error:  # the figures are still worth printing and keeping
+            clock.log(f"capacity plot failed:\n{traceback.format_exc()}")
+            report.note(f"capacity plot failed: {error!r}")
+            report.complete = False
     print(report.markdown())
     if report.complete:
-        path = report.write()
-        clock.log(f"wrote {path}")
+        for path in report.write():
+            clock.log(f"wrote {path}")
     return 130 if interrupted else (0 if report.complete else 1)
+
+
+def _plot(report: Report, path: Path) -> Path:
+    return plot.capacity(
+        steps=report.steps,
+        sustainable=sustain.sustainable_rate(report.steps),
+        path=path,
+        title=(
+            f"Capacity: POST-to-fill latency and accepted orders/s against the offered rate\n"
+            f"{report.started_at:%Y-%m-%d} UTC, git {git_commit()}"
+        ),
+        footer=report.machine_line(),
+    )
 
 
 def _phase(report: Report, clock: _Clock, name: str, body: Callable[[], None]) -> None:
@@ -162,6 +242,7 @@ def _phase(report: Report, clock: _Clock, name: str, body: Callable[[], None]) -
 
 def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock: _Clock) -> None:
     concurrency: int = options.concurrency
+    report.extra["parameters"] = vars(options)
 
     def engine() -> None:
         result = engine_bench.run(orders=options.engine_orders)
@@ -228,9 +309,10 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
         from bench import queries
 
         result = queries.run(symbol=QUERY_TICKER, orders=20)
+        steps = "place + route + match + settle"
         report.add(
             Row(
-                "SQL queries per order, place + route + match (in-process)",
+                f"SQL queries per order, {steps} (in-process, amortized over a batch of {result.orders})",
                 result.per_order,
                 "queries",
                 group=DIAGNOSTIC,
@@ -238,18 +320,18 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
         )
         report.add(
             Row(
-                "Service time per order, place + route + match (in-process, 1 thread, no Celery)",
+                f"Service time per order, {steps} (in-process, 1 thread, no Celery)",
                 result.seconds_per_order * 1000,
                 "ms",
                 group=DIAGNOSTIC,
             )
         )
         report.note(
-            f"Queries ({result.orders} crossing orders on {QUERY_TICKER}, one thread, no Celery): "
-            f"order_place {result.place:.1f}, order_route {result.route:.1f}, child_match {result.match:.1f} "
-            f"per call ({result.children} child matches); {result.seconds_per_order * 1000:.1f} ms of service "
-            f"calls per order, i.e. at most {1 / result.seconds_per_order:.0f} orders/s per worker process "
-            "before any Celery overhead."
+            f"Queries ({result.orders} crossing orders on {QUERY_TICKER} as one batch, one thread, no Celery), "
+            f"per order: place {result.place:.1f}, route {result.route:.1f}, match {result.match:.1f} "
+            f"({result.books} book matches), settle {result.settle:.1f} ({result.trades} trades); "
+            f"{result.seconds_per_order * 1000:.1f} ms of service calls per order, i.e. at most "
+            f"{1 / result.seconds_per_order:.0f} orders/s per worker process before any Celery overhead."
         )
 
     _phase(report, clock, "SQL queries per order", query_counts)
@@ -259,8 +341,25 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
     # The query count above committed orders whose route/match tasks are now queued; they are done
     # already (the worker would find nothing to do), so they must not count against the next phase.
     app.control.purge()
-    clock.log("starting web server (daphne) and worker (celery -c 2)")
+    clock.log("starting web server and worker")
     stack.start_children()
+
+    # Worker memory: once on the fresh stack, before every restart, and at the end (see the note).
+    memory: list[tuple[str, float | None]] = []
+
+    def remember_memory(when: str) -> float | None:
+        megabytes = worker_rss_mb(stack.children)
+        memory.append((when, megabytes))
+        return megabytes
+
+    report.add(
+        Row(
+            f"{RSS_START} of the stack phases (all worker processes)",
+            remember_memory("start, on the fresh stack before the hot book"),
+            "MB",
+            group=DIAGNOSTIC,
+        )
+    )
     from bench import api_load, hotbook
     from broker import services as broker_services
     from broker.models import Customer, Ticker
@@ -281,6 +380,7 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
 
     def reset(after: str) -> None:
         clock.log(f"restarting web server and worker after {after}")
+        remember_memory(f"after {after}, before the restart")
         dropped = stack.reset()
         if dropped:
             report.note(
@@ -292,7 +392,7 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
     def hot_book() -> None:
         with PeakConnections(info) as connections:
             result = hotbook.run(symbol=HOT_TICKER, orders=options.hot_orders, timeout=options.hot_timeout)
-        label = f"Matched orders on one hot book ({HOT_TICKER}, {result.orders:,} orders, worker -c 2)"
+        label = f"Matched orders on one hot book ({HOT_TICKER}, {result.orders:,} orders, quantity {hotbook.QUANTITY})"
         report.add(Row(label, result.orders_per_second, "orders/s", vs_insert=True, vs_lock=True))
         statuses = ", ".join(f"{status}: {count}" for status, count in result.statuses.most_common())
         venues = ", ".join(f"{venue}: {count}" for venue, count in result.venues.most_common())
@@ -346,6 +446,7 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
                 instruments=instruments,
                 rate=rate,
                 seconds=seconds,
+                fill_timeout=FILL_TIMEOUT,
             )
         p50, p99 = result.percentile_over_sent(0.50), result.percentile_over_sent(0.99)
         unit = f"ms at {rate:g} orders/s"
@@ -356,6 +457,9 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
         not_accepted = result.sent - result.accepted
         missed_unit = f"of {result.sent:,} sent ({not_accepted:,} of them not accepted)"
         report.add(Row(f"{prefix}Orders with no fill within 5 s", result.unfilled, missed_unit, group=group))
+        report.add(
+            Row(f"{prefix}{NOT_ACCEPTED} (any non-201 or no answer)", not_accepted, f"of {result.sent:,}", group=group)
+        )
         post50 = api_load.percentile(result.post_latencies, 0.50)
         post99 = api_load.percentile(result.post_latencies, 0.99)
         report.add(
@@ -368,7 +472,8 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
         )
         errors = ", ".join(f"{kind}: {count}" for kind, count in result.errors.most_common()) or "none"
         report.note(
-            f"{prefix or 'Latency run: '}{result.sent:,} marketable Buy orders sent open-loop at "
+            f"{prefix or 'Latency run: '}{result.sent:,} marketable orders (Buy and Sell in turn per customer "
+            f"and ticker) sent open-loop at "
             f"{result.achieved_rate:.1f}/s for {seconds:g} s, {result.accepted:,} accepted (201), "
             f"{len(result.latencies):,} filled within 5 s; errors: {errors}; {connections.describe()}"
             f"{'; fill stream ' + result.stream_closed if result.stream_closed else ''}."
@@ -381,9 +486,126 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
         report,
         clock,
         "POST-to-fill latency, light load",
-        lambda: latency(options.light_rate, light_seconds, "Light load: "),
+        lambda: latency(options.light_rate, light_seconds, LIGHT),
     )
     # The light run leaves no backlog, but the web process may still hold its database connections.
     _phase(report, clock, "restart after the light-load run", lambda: reset("the light-load run"))
     _phase(report, clock, "POST-to-fill latency", lambda: latency(options.rate, options.seconds, ""))
-    report.evaluate_aims(rate=options.rate)
+
+    def sustainable() -> None:
+        seconds: float = options.sustain_seconds
+        hot_ticker = Ticker.objects.get(symbol=HOT_TICKER)
+        assert hot_ticker.reference_price is not None
+        hot = api_load.Instrument(hot_ticker.symbol, hot_ticker.reference_price)
+        remember_memory("after the latency run, before the restart")
+        for rate in options.sustain_rates:
+            clock.log(f"sustainable rate: restarting, then {rate:g} orders/s for {seconds:g} s")
+            dropped = stack.reset()
+            with PeakConnections(info) as connections:
+                result = api_load.post_to_fill(
+                    base_url=stack.base_url,
+                    ws_url=stack.ws_url,
+                    staff_token=staff_token,
+                    clients=clients,
+                    instruments=instruments,
+                    rate=rate,
+                    seconds=seconds,
+                    fill_timeout=FILL_TIMEOUT,
+                    hot=hot,
+                    hot_share=HOT_SHARE,
+                )
+            mark = sustain.early_mark(seconds)
+            step = sustain.Step(
+                offered_per_s=rate,
+                seconds=seconds,
+                sent=result.sent,
+                accepted=result.accepted,
+                filled=len(result.latencies),
+                p50_s=result.percentile_over_sent(0.50),
+                p99_s=result.percentile_over_sent(0.99),
+                achieved_send_per_s=result.achieved_rate,
+                send_lag_p99_s=api_load.percentile(result.send_lags, 0.99),
+                generator_cpu=result.generator_cpu,
+                backlog_early=result.backlog(mark),
+                backlog_end=result.backlog(seconds),
+                early_mark_s=mark,
+                errors=dict(result.errors),
+                dropped_at_restart=dropped,
+                worker_rss_mb=worker_rss_mb(stack.children),
+                peak_connections=connections.peak,
+            )
+            report.steps.append(step)
+            shortfalls = step.shortfalls()
+            clock.log(
+                f"  {rate:g}/s: sent {step.sent:,} at {step.achieved_send_per_s:.1f}/s, accepted {step.accepted:,}, "
+                f"filled {step.filled:,}, p50 {_ms_text(step.p50_s)} ms, p99 {_ms_text(step.p99_s)} ms -> "
+                + ("sustained" if not shortfalls else "not sustained: " + "; ".join(shortfalls))
+            )
+            if shortfalls:
+                break
+        steps = report.steps
+        best = sustain.sustainable_rate(steps)
+        report.add(
+            Row(
+                f"{SUSTAINABLE} (open loop, {1 - HOT_SHARE:.0%} over {len(instruments)} tickers + {HOT_SHARE:.0%} on "
+                f"{HOT_TICKER}; all accepted, all filled <= 5 s, p99 <= 100 ms, no growing backlog)",
+                best,
+                "orders/s",
+                vs_insert=True,
+            )
+        )
+        last = steps[-1]
+        not_run = [f"{rate:g}" for rate in options.sustain_rates[len(steps) :]]
+        stopped = (
+            f"stopped climbing after {last.offered_per_s:g}/s, the first step not sustained"
+            + (f" ({', '.join(not_run)}/s not run)" if not_run else "")
+            if not last.sustained
+            else "every step sustained"
+        )
+        lagging = [step for step in steps if not step.generator_kept_up]
+        generator = (
+            "the load generator kept up at every step (achieved send rate >= "
+            f"{sustain.GENERATOR_KEEPS_UP:.0%} of the offered rate)"
+            if not lagging
+            else "the LOAD GENERATOR could not keep up at "
+            + ", ".join(
+                f"{step.offered_per_s:g}/s (sent {step.achieved_send_per_s:.0f}/s, {step.generator_cpu:.0%} of a "
+                "core in the bench process)"
+                for step in lagging
+            )
+            + ": that rate was not offered (below one core, the stack's processes took the CPUs from the "
+            "bench; near a whole core, the generator itself is the limit)"
+        )
+        errors = Counter[str]()
+        for step in steps:
+            errors.update(step.errors)
+        report.note(
+            f"Sustainable rate: {best:g} orders/s; {stopped}. Each step: the web server and worker restarted on "
+            f"empty queues, then marketable orders (quantity 100, limit 2% through the reference, Buy and Sell "
+            f"in turn per customer and ticker) sent open-loop for {seconds:g} s, {HOT_SHARE:.0%} of them on "
+            f"{HOT_TICKER} and the rest over {', '.join(i.symbol for i in instruments)}; POST-to-fill "
+            f"percentiles over every order sent (unfilled within {FILL_TIMEOUT:g} s = infinite); in flight = "
+            f"orders sent and neither answered with an error nor filled yet, averaged over the second before "
+            f"{sustain.early_mark(seconds):g} s and over the last second of sending (the end may exceed the "
+            f"early backlog by rate x 100 ms: queueing delay grown by less than the p99 bar); {generator}; "
+            f"errors over all steps: "
+            f"{', '.join(f'{kind}: {count}' for kind, count in errors.most_common()) or 'none'}."
+        )
+
+    if options.sustain_rates:
+        _phase(report, clock, "sustainable rate", sustainable)
+
+    # The last stack phase is over: measure before the teardown stops the workers.
+    end = remember_memory("end, after the last stack phase")
+    report.add(Row(f"{RSS_END} of the stack phases (all worker processes)", end, "MB", group=DIAGNOSTIC))
+    report.extra["worker_rss_mb_log"] = [{"when": when, "mb": megabytes} for when, megabytes in memory]
+    report.note(
+        "Worker RSS: the sum of RSS over every process of every Celery worker tree the bench started (prefork "
+        "parents and pool children; shared pages count once per process), in MB. Start: the fresh workers, "
+        "before the hot book; end: after the last stack phase, before the teardown. The workers are restarted "
+        "before each latency run and each sustainable-rate step, so the end figure is of workers that ran only "
+        "the last step; the longest-lived ones are measured before the first restart. Every measurement: "
+        + "; ".join(f"{when}: {_number_mb(megabytes)}" for when, megabytes in memory)
+        + "."
+    )
+    report.evaluate_aims(rate=options.rate, light_rate=options.light_rate)

@@ -18,8 +18,13 @@ from django.db.models import Exists, F, OuterRef, Q
 
 CENT = Decimal("0.01")
 # Inside the simulated providers' ladders (2-57 bp from the reference), so each order takes the best
-# displayed level or two and the book keeps being replenished rather than swept empty.
+# displayed level and the book keeps being replenished rather than swept empty.
 CROSS = Decimal("0.002")
+# Small enough that every order of the batch passes the pre-trade checks although all are placed (and
+# reserve cash or shares) before any fills: 500 orders over the ten demo customers are 25 sells each,
+# 250 of the 1,000 shares each holds, and 25 buys of about $1,700. A rejected order would count as done
+# without any routing or matching. Each order is still one child matched against the book.
+QUANTITY = 10
 
 
 @dataclass(slots=True)
@@ -56,7 +61,12 @@ def run(*, symbol: str, orders: int, timeout: float, poll: float = 0.05) -> HotB
     with transaction.atomic():
         first_id = None
         for number in range(orders):
-            direction = "Buy" if number % 2 == 0 else "Sell"
+            # Consecutive orders alternate Buy and Sell (so they cross each other), and so does each
+            # customer's own sequence: with an even number of customers plain parity made half of them
+            # sell only, past their holdings, and be rejected, which is not matching work, and left
+            # their accounts skewed for the phases after this one.
+            shift = number // len(customers) if len(customers) % 2 == 0 else 0
+            direction = "Buy" if (number + shift) % 2 == 0 else "Sell"
             customer = customers[number % len(customers)]
             request = parse_order_request(
                 {
@@ -64,7 +74,7 @@ def run(*, symbol: str, orders: int, timeout: float, poll: float = 0.05) -> HotB
                     "direction": direction,
                     "ticker": symbol,
                     "type": "Limit",
-                    "quantity": 100,
+                    "quantity": QUANTITY,
                     "price": str(crossing_price(ticker.reference_price, direction)),
                     "timeInForce": "Day",
                 }

@@ -1,4 +1,5 @@
-"""The bench's own, isolated copy of the stack: embedded Postgres and Redis, a web server and a worker.
+"""The bench's own, isolated copy of the stack: embedded Postgres and Redis, the web processes and the
+Celery workers, laid out as `make run` lays them out (broker.processes), without beat.
 
 Isolation: everything lives in a fresh directory under var/bench/ (BROKER_VAR_DIR), so a developer's
 stack in var/ or a test run in var/test is never touched, and the bench only ever stops processes it
@@ -25,8 +26,6 @@ import httpx
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 BENCH_VAR = BASE_DIR / "var" / "bench"
-QUEUES = "orders,lit,dark,settlement,marketdata,reporting"
-WORKER_CONCURRENCY = 2
 STOP_GRACE_SECONDS = 10
 
 
@@ -59,7 +58,7 @@ class Stack:
         self.django_ready = False
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.port = 0
-        self.worker_name = ""
+        self.worker_names: list[str] = []
         self.logs_dir = run_dir / "logs"
 
     # --- services ------------------------------------------------------------------------------
@@ -91,40 +90,51 @@ class Stack:
         return f"ws://127.0.0.1:{self.port}"
 
     def start_children(self) -> None:
-        """Web server and worker as in `run_stack` (no beat: no periodic job should run mid-measurement)."""
+        """The web processes and one worker per queue group, as in `run_stack` (no beat: no periodic job
+        should run mid-measurement). Children are named "web" and "worker-<pool>" (bench.memory sums
+        the RSS of the "worker..." ones)."""
 
         from broker import processes
 
         self.port = free_port()
         env = processes.child_environment()
-        hostname = f"bench-{os.getpid()}@{socket.gethostname()}"
+        host = socket.gethostname()
+        prefix = f"bench-{os.getpid()}-"
         commands = {
             "web": processes.web_command(host="127.0.0.1", port=self.port),
-            "worker": processes.worker_command(concurrency=WORKER_CONCURRENCY, name=hostname),
+            **processes.worker_pool_commands(node_prefix=prefix, host=host),
         }
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         for name, command in commands.items():
             with (self.logs_dir / f"{name}.log").open("wb") as log_file:
                 self.children[name] = processes.start(command, env=env, stdout=log_file)
-        self._wait_ready(hostname)
+        self._wait_ready([f"{prefix}{pool.name}@{host}" for pool in processes.WORKER_POOLS])
 
-    def _wait_ready(self, hostname: str, timeout: float = 90) -> None:
+    def _wait_ready(self, node_names: list[str], timeout: float = 90) -> None:
+        """Until /api/health answers 200 and every worker answers a ping."""
         from broker.celery import app
 
         deadline = time.monotonic() + timeout
         web_ok = False
+        answered: set[str] = set()
         while time.monotonic() < deadline:
             self._check_alive()
             if not web_ok:
                 with contextlib.suppress(httpx.HTTPError):
                     web_ok = httpx.get(f"{self.base_url}/api/health", timeout=2).status_code == 200
             if web_ok:
-                replies = app.control.ping(destination=[hostname], timeout=1) or []
-                if any(hostname in reply for reply in replies):
-                    self.worker_name = hostname
+                waiting = [name for name in node_names if name not in answered]
+                replies = app.control.ping(destination=waiting, timeout=1) or []
+                answered.update(name for reply in replies for name in reply)
+                if answered.issuperset(node_names):
+                    self.worker_names = node_names
                     return
             time.sleep(0.2)
-        raise RuntimeError(f"stack not ready after {timeout:.0f}s; logs in {self.logs_dir}")
+        missing = ", ".join(sorted(set(node_names) - answered)) or "none"
+        raise RuntimeError(
+            f"stack not ready after {timeout:.0f}s (web {'up' if web_ok else 'down'}; workers not answering: "
+            f"{missing}); logs in {self.logs_dir}"
+        )
 
     def _check_alive(self) -> None:
         for name, child in self.children.items():
@@ -135,7 +145,7 @@ class Stack:
     # --- between phases ------------------------------------------------------------------------
 
     def reset(self) -> int:
-        """Fresh web server and worker with empty queues; returns the number of queued tasks dropped.
+        """Fresh web processes and workers with empty queues; returns the number of queued tasks dropped.
 
         Between HTTP phases, so what one phase left behind (a backlog, tasks retrying with back-off,
         database connections the web process still holds) cannot slow down or fail the next one.
@@ -144,7 +154,7 @@ class Stack:
 
         self._stop_children()
         self.children.clear()
-        # After the worker's warm shutdown its unacknowledged tasks are back in the queues: drop them.
+        # After the workers' warm shutdown their unacknowledged tasks are back in the queues: drop them.
         dropped = app.control.purge() or 0
         self.start_children()
         return dropped
@@ -157,7 +167,7 @@ class Stack:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         problems: list[str] = []
         try:
-            self._step(problems, "stop web/worker", self._stop_children)
+            self._step(problems, "stop web/workers", self._stop_children)
             if self.django_ready:
                 self._step(problems, "close connections", _close_django_connections)
             from broker import embedded

@@ -1,6 +1,8 @@
-"""ASGI entry point: HTTP through Django, `/ws/fills/` through Channels."""
+"""ASGI entry point: HTTP through Django, `/ws/fills/` through Channels, and the server's lifespan."""
 
+import asyncio
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -11,11 +13,27 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs
 from django.urls import path  # noqa: E402
 
 from broker.ws_auth import TokenOrSessionAuthMiddleware  # noqa: E402
+from orders import streaming  # noqa: E402
 from orders.consumers import FillsConsumer  # noqa: E402
+
+
+async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """At shutdown (after the server closed every connection), send what this process's fill stream
+    publisher still holds: uvicorn ends its worker by re-raising SIGTERM, so atexit would not run."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await asyncio.to_thread(streaming.flush, streaming.EXIT_FLUSH_SECONDS)
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": TokenOrSessionAuthMiddleware(URLRouter([path("ws/fills/", FillsConsumer.as_asgi())])),
+        "lifespan": lifespan,
     }
 )

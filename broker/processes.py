@@ -1,4 +1,13 @@
-"""How the back office's processes are started: one place for `run_stack`, the test stack and the bench."""
+"""How the back office's processes are started: one place for `run_stack`, the test stack and the bench.
+
+The layout of `make run` (and of the bench, without beat):
+- web: one gunicorn master and WEB_CONCURRENCY uvicorn worker processes sharing one port (HTTP and the
+  `/ws/fills/` WebSocket; a subscriber's messages reach whichever process holds its socket through the
+  Redis channel layer);
+- one Celery worker per entry of WORKER_POOLS, each consuming only its own queues, so the order flow
+  never waits behind a market-data fetch or a settlement batch;
+- Celery beat.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +19,51 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from django.conf import settings
+from uvicorn_worker import UvicornWorker
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PR_SET_PDEATHSIG = 1
+# Seconds a web worker is given to finish its requests and close its WebSockets on SIGTERM before the
+# gunicorn master kills it; below run_stack's grace (15 s), so the master ends its workers itself.
+WEB_GRACEFUL_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class WorkerPool:
+    """One Celery worker process tree: the queues it consumes and how many tasks it runs at once."""
+
+    name: str
+    queues: tuple[str, ...]
+    concurrency_variable: str
+    default_concurrency: int
+    # Messages the worker holds per pool process. Tasks are acknowledged late, so a message it holds
+    # waits for a busy process even while another worker (or process) is free: 1 for queues whose tasks
+    # may run long, more only where tasks are short and uniform.
+    prefetch_multiplier: int
+
+    @property
+    def concurrency(self) -> int:
+        return int(os.environ.get(self.concurrency_variable, self.default_concurrency))
+
+
+# Sized for 2 vCPUs shared with Postgres, Redis and the web processes; each is an environment variable.
+WORKER_POOLS = (
+    # The order flow: routing and matching are CPU work in Python and Postgres, one process per core.
+    # Prefetch 1: a message waits in Redis, where either process takes it, not behind a busy one.
+    WorkerPool("orders", ("orders", "lit", "dark"), "CELERY_ORDERS_CONCURRENCY", 2, prefetch_multiplier=1),
+    # T+0 settlement of each match's trades: short, uniform postings; one process keeps up and never
+    # takes a core from the order flow for long. With one process a message waits for it wherever it
+    # is, so prefetching saves the round trip to Redis per task.
+    WorkerPool("settlement", ("settlement",), "CELERY_SETTLEMENT_CONCURRENCY", 1, prefetch_multiplier=4),
+    # Yahoo fetches (a chord of one task per ticker, waiting on the network, with retries) and the
+    # nightly reports and reconciliation: two processes, so one slow fetch does not hold up the rest.
+    WorkerPool("marketdata", ("marketdata", "reporting"), "CELERY_MARKETDATA_CONCURRENCY", 2, prefetch_multiplier=1),
+)  # fmt: skip
 
 
 def child_environment(**overrides: str) -> dict[str, str]:
@@ -29,16 +76,72 @@ def child_environment(**overrides: str) -> dict[str, str]:
     return env
 
 
-def web_command(*, host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "broker.asgi:application"]
+def web_concurrency() -> int:
+    return int(os.environ.get("WEB_CONCURRENCY", "2"))
 
 
-def worker_command(*, concurrency: int, name: str, queues: tuple[str, ...] | None = None) -> list[str]:
+def web_command(*, host: str, port: int, workers: int | None = None) -> list[str]:
+    """gunicorn as process manager of `workers` (default WEB_CONCURRENCY) uvicorn workers on one port."""
     return [
+        sys.executable, "-m", "gunicorn", "broker.asgi:application",
+        "--bind", f"{host}:{port}", "--workers", str(workers or web_concurrency()),
+        "--worker-class", "broker.processes.WebWorker", "--graceful-timeout", str(WEB_GRACEFUL_SECONDS),
+        # Its default control socket is one path per user ($HOME/.gunicorn): two stacks would share it.
+        "--no-control-socket",
+    ]  # fmt: skip
+
+
+class WebWorker(UvicornWorker):
+    """A gunicorn worker serving the ASGI application with uvicorn (httptools, uvloop, websockets)."""
+
+    # The lifespan protocol on: at shutdown, broker.asgi flushes this process's fill stream publisher
+    # after the last connection closed (uvicorn re-raises SIGTERM right after, which skips atexit).
+    CONFIG_KWARGS: dict[str, Any] = {"loop": "auto", "http": "auto", "lifespan": "on"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Open WebSockets are asked to close at SIGTERM; whatever is still running after the grace is cancelled.
+        self.config.timeout_graceful_shutdown = int(self.cfg.graceful_timeout)
+
+    def init_process(self) -> None:
+        # The master forked this worker; the kernel's death signal is not inherited across fork, so set it
+        # again: a master killed by SIGKILL must not leave workers holding the port.
+        if sys.platform.startswith("linux"):
+            _die_with_parent()
+        if os.getppid() != self.ppid:  # the master died before the line above
+            sys.exit(0)
+        super().init_process()
+
+
+def worker_command(
+    *,
+    concurrency: int,
+    name: str,
+    queues: tuple[str, ...] | None = None,
+    prefetch_multiplier: int | None = None,
+) -> list[str]:
+    command = [
         sys.executable, "-m", "celery", "-A", "broker", "worker",
         "-Q", ",".join(queues or settings.BROKER_QUEUES),
         "-c", str(concurrency), "-n", name, "--without-mingle", "--without-gossip", "--loglevel", "INFO",
     ]  # fmt: skip
+    if prefetch_multiplier is not None:
+        command += ["--prefetch-multiplier", str(prefetch_multiplier)]
+    return command
+
+
+def worker_pool_commands(*, node_prefix: str = "", host: str = "%h") -> dict[str, list[str]]:
+    """One Celery worker command per WORKER_POOLS entry, keyed `worker-<pool>`; node names
+    `<node_prefix><pool>@<host>` (Celery expands `%h` to the host name)."""
+    return {
+        f"worker-{pool.name}": worker_command(
+            concurrency=pool.concurrency,
+            name=f"{node_prefix}{pool.name}@{host}",
+            queues=pool.queues,
+            prefetch_multiplier=pool.prefetch_multiplier,
+        )
+        for pool in WORKER_POOLS
+    }
 
 
 def beat_command() -> list[str]:
@@ -68,15 +171,19 @@ def start(
 
 
 def stop(children: list[subprocess.Popen[bytes]], *, grace: float = 15) -> None:
-    """SIGTERM each child's process group, wait up to `grace` seconds, then SIGKILL what is left."""
+    """SIGTERM each child, wait up to `grace` seconds, then SIGKILL whatever is left of its process group.
+
+    Only the child itself gets SIGTERM: it stops what it started in its own order (gunicorn closes its
+    workers' connections, a Celery worker lets its pool finish the running tasks). A SIGTERM to the
+    whole group killed Celery's pool processes mid-task (WorkerLostError; the task ran again later).
+    """
     for child in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGTERM)
+        child.send_signal(signal.SIGTERM)  # a no-op for a child already reaped
     deadline = time.monotonic() + grace
     for child in children:
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=max(0.1, deadline - time.monotonic()))
-    # Whatever is still there (a stuck child, Celery's pool processes) goes by force.
+    # Whatever is still there (a stuck child, a task past the grace, an orphaned pool process) goes by force.
     for child in children:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)

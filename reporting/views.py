@@ -137,7 +137,7 @@ def trades_csv(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     if request.GET and not form.is_valid():
         return redirect(f"/trades/?{request.GET.urlencode()}")
     chunks = _csv_chunks(order_selectors.trades_search(**_trade_filters(form)))
-    # Each server streams the iterator kind it can stream: an async one under ASGI (daphne), a
+    # Each server streams the iterator kind it can stream: an async one under ASGI (uvicorn), a
     # synchronous one under WSGI (runserver, the test client).
     content = _csv_chunks_async(chunks) if isinstance(request, ASGIRequest) else chunks
     response = StreamingHttpResponse(content, content_type="text/csv")

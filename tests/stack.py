@@ -1,5 +1,6 @@
-"""A real stack for integration and browser tests: a Celery worker process and an ASGI web server
-(daphne), both on the test database and the test Redis, exactly as `make run` starts them.
+"""A real stack for integration and browser tests: a Celery worker process and the ASGI web tier
+(gunicorn with WEB_CONCURRENCY uvicorn workers), both on the test database and the test Redis, started
+as `make run` starts them (one worker on every queue here, where `make run` has one per queue group).
 
 Tests using it are `transaction=True` (the worker must see committed rows) and marked `stack`. The
 fixtures are registered once, in tests/conftest.py, so tests/integration and tests/browser share one

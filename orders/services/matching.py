@@ -64,17 +64,18 @@ def _immediate() -> Q:
     return Q(parent__order_type=OrderType.MARKET) | Q(parent__time_in_force__in=(TimeInForce.IOC, TimeInForce.FOK))
 
 
-def book_match(*, pool_id: int, ticker_id: int, wait: bool = True) -> int | None:
+def book_match(*, pool_id: int, ticker_id: int, wait: bool = True, peek: bool = True) -> int | None:
     """Submit every child waiting for the (pool, ticker) book, in one transaction (task body).
 
     Returns how many children it took (0: nothing was waiting), or None when `wait` is False and
     another transaction holds the book (its holder, or the task sent for this book, takes them).
+    `peek=False` skips the unlocked look for waiting children (the caller just committed some).
 
     The halt rule (see `order_route`): a child covered by a halt is not sent; an immediate order's child
     is cancelled with the halt as reason, a Day or GTC Limit child stays waiting, untouched, and the
     sweeper sends it again once the halt is lifted.
     """
-    if not _waiting(pool_id=pool_id, ticker_id=ticker_id).exists():
+    if peek and not _waiting(pool_id=pool_id, ticker_id=ticker_id).exists():
         return 0  # unlocked peek: a duplicate task must not queue on the hot book's lock
     with transaction.atomic():
         book = pool_services.book_lock(pool_id=pool_id, ticker_id=ticker_id, wait=wait)
@@ -408,7 +409,7 @@ def books_drain_now(books: dict[tuple[int, int], str]) -> None:
 
     for (pool_id, ticker_id), queue in books.items():
         try:
-            done = book_match(pool_id=pool_id, ticker_id=ticker_id, wait=False)
+            done = book_match(pool_id=pool_id, ticker_id=ticker_id, wait=False, peek=False)
         except Exception:
             done = None
         if done is None:

@@ -1,5 +1,5 @@
 """Browser tests: Playwright drives Debian's Chromium (/usr/bin/chromium, never a downloaded browser)
-against the session's real stack (daphne + Celery worker, tests/stack.py).
+against the session's real stack (gunicorn/uvicorn web tier + Celery worker, tests/stack.py).
 
 Each test saves screenshots of its screens under `<BROKER_VAR_DIR>/screens/`; docs/screens/ holds
 copies of current ones.

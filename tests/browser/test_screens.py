@@ -29,7 +29,7 @@ def api_order(stack: Stack, customer_id: str, **fields: object) -> dict[str, obj
     return result
 
 
-def test_static_files_are_served_by_whitenoise_under_daphne(stack: Stack) -> None:
+def test_static_files_are_served_by_whitenoise_under_the_asgi_server(stack: Stack) -> None:
     for path, kind in [("/static/css/app.css", "text/css"), ("/static/django_htmx/htmx-2.min.js", "javascript")]:
         response = httpx.get(f"{stack.base_url}{path}")
         assert response.status_code == 200, path

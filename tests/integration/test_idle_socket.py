@@ -2,7 +2,7 @@
 
 redis-py 8 gives every connection a 5 s socket timeout by default; channels-redis waits for the next
 message with a blocking BZPOPMIN of 5 s, so on an idle socket the read timed out and daphne closed the
-WebSocket with 1011 after about 5 s. This test holds a socket idle for 30 s on the real daphne and then
+WebSocket with 1011 after about 5 s. This test holds a socket idle for 30 s on the real web server and then
 expects the next fill on that same socket.
 """
 

@@ -1,4 +1,5 @@
-"""`make run`: migrate, seed, then web + Celery worker + Celery beat as one process tree.
+"""`make run`: migrate, seed, then the web processes, one Celery worker per queue group and Celery beat
+as one process tree (the layout is `broker.processes`).
 
 Ctrl-C or SIGTERM stops the children (gracefully, then by force), then the embedded Redis and
 Postgres this command started, so nothing is left running.
@@ -22,15 +23,14 @@ GRACE_SECONDS = 15
 
 
 class Command(BaseCommand):
-    help = "Run the whole back office (web, worker, beat) on embedded or configured services."
+    help = "Run the whole back office (web, workers, beat) on embedded or configured services."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("WEB_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("WEB_PORT", "8000")))
-        parser.add_argument("--concurrency", type=int, default=int(os.environ.get("CELERY_CONCURRENCY", "2")))
         parser.add_argument("--no-seed", action="store_true", help="Skip loading the demo data.")
 
-    def handle(self, *args: Any, host: str, port: int, concurrency: int, no_seed: bool, **options: Any) -> None:
+    def handle(self, *args: Any, host: str, port: int, no_seed: bool, **options: Any) -> None:
         self.stopping = threading.Event()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -46,7 +46,7 @@ class Command(BaseCommand):
             env = processes.child_environment()
             commands = {
                 "web": processes.web_command(host=host, port=port),
-                "worker": processes.worker_command(concurrency=concurrency, name="worker@%h"),
+                **processes.worker_pool_commands(),
                 "beat": processes.beat_command(),
             }
             for name, command in commands.items():
@@ -81,4 +81,4 @@ class Command(BaseCommand):
         if stream is None:
             return
         for line in iter(stream.readline, b""):
-            self.stdout.write(f"{name:>6} | {line.decode(errors='replace').rstrip()}")
+            self.stdout.write(f"{name:>17} | {line.decode(errors='replace').rstrip()}")
