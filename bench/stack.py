@@ -149,6 +149,9 @@ class Stack:
 
         Between HTTP phases, so what one phase left behind (a backlog, tasks retrying with back-off,
         database connections the web process still holds) cannot slow down or fail the next one.
+        The orders whose tasks were dropped are cancelled too: left New or resting, they would keep
+        their customers' cash and shares reserved, and the next phase's orders of those customers would
+        be rejected for funds and counted as unfilled (what made "14 of 50 not filled" at 10 orders/s).
         """
         from broker.celery import app
 
@@ -156,6 +159,7 @@ class Stack:
         self.children.clear()
         # After the workers' warm shutdown their unacknowledged tasks are back in the queues: drop them.
         dropped = app.control.purge() or 0
+        _cancel_open_orders()
         self.start_children()
         return dropped
 
@@ -197,6 +201,17 @@ class Stack:
         from broker import processes
 
         processes.stop(list(self.children.values()), grace=STOP_GRACE_SECONDS)
+
+
+def _cancel_open_orders() -> int:
+    """Cancel every order not yet finished (the stack is stopped: nothing else is changing them)."""
+    from orders import services
+    from orders.models import FINAL_ORDER_STATUSES, Order
+
+    open_ids = list(Order.objects.exclude(status__in=FINAL_ORDER_STATUSES).values_list("pk", flat=True))
+    for order_id in open_ids:
+        services.order_cancel(order_id=order_id, actor="bench")
+    return len(open_ids)
 
 
 def _close_django_connections() -> None:
