@@ -18,11 +18,15 @@ from orders.consumers import FillsConsumer  # noqa: E402
 
 
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """At shutdown (after the server closed every connection), send what this process's fill stream
-    publisher still holds: uvicorn ends its worker by re-raising SIGTERM, so atexit would not run."""
+    """At startup, warm the process up (broker/warmup.py). At shutdown (after the server closed every
+    connection), send what this process's fill stream publisher still holds: uvicorn ends its worker by
+    re-raising SIGTERM, so atexit would not run."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            from broker.warmup import warm_up
+
+            await asyncio.to_thread(warm_up)  # before the server accepts its first connection
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await asyncio.to_thread(streaming.flush, streaming.EXIT_FLUSH_SECONDS)

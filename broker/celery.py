@@ -34,3 +34,11 @@ class QuietHousekeeping(logging.Filter):
 def _quiet_housekeeping(logger: logging.Logger, **kwargs: Any) -> None:
     for handler in logger.handlers:
         handler.addFilter(QuietHousekeeping())
+
+
+@signals.worker_process_init.connect
+def _warm_up(**kwargs: Any) -> None:
+    # Each pool process, after the fork and before its first task (broker/warmup.py).
+    from broker.warmup import warm_up
+
+    warm_up()
