@@ -27,7 +27,8 @@ MODULES = (
 
 def warm_up() -> None:
     """Import the order flow, resolve the URLs, open the database pool, the shared cache and the Celery
-    broker connection, load the venues. Never raises: a process that cannot warm up still starts, and pays at its first order."""
+    broker connection, load the venues. Never raises: a process that cannot warm up still starts, and
+    pays at its first order."""
     try:
         from django.core.cache import cache
         from django.db import connection
@@ -41,7 +42,7 @@ def warm_up() -> None:
         from broker.celery import app
 
         with app.pool.acquire(block=True) as broker:  # the connection its first task publish would open
-            broker.ensure_connection(max_retries=1)
+            broker.ensure_connection(max_retries=1)  # type: ignore[attr-defined]  # celery-types: a Producer; it is a Connection
         from pools import selectors as pool_selectors
 
         pool_selectors.pools_active()
