@@ -141,6 +141,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="length of each step of the sustainable-rate climb [BENCH_SUSTAIN_SECONDS, 20]",
     )
     parser.add_argument(
+        "--sustain-stop-early",
+        action="store_true",
+        default=bool(os.environ.get("BENCH_SUSTAIN_STOP_EARLY")),
+        help="stop the climb at the first step not sustained (quicker; the capacity plot then has fewer "
+        "points) [BENCH_SUSTAIN_STOP_EARLY]",
+    )
+    parser.add_argument(
         "--plot",
         default=os.environ.get("BENCH_PLOT", str(PLOT_PATH)),
         help="where a complete run draws the capacity plot; empty: nowhere [BENCH_PLOT, docs/performance-capacity.png]",
@@ -541,7 +548,7 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
                 f"filled {step.filled:,}, p50 {_ms_text(step.p50_s)} ms, p99 {_ms_text(step.p99_s)} ms -> "
                 + ("sustained" if not shortfalls else "not sustained: " + "; ".join(shortfalls))
             )
-            if shortfalls:
+            if shortfalls and options.sustain_stop_early:
                 break
         steps = report.steps
         best = sustain.sustainable_rate(steps)
@@ -556,12 +563,16 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
         )
         last = steps[-1]
         not_run = [f"{rate:g}" for rate in options.sustain_rates[len(steps) :]]
-        stopped = (
-            f"stopped climbing after {last.offered_per_s:g}/s, the first step not sustained"
-            + (f" ({', '.join(not_run)}/s not run)" if not_run else "")
-            if not last.sustained
-            else "every step sustained"
-        )
+        failed = [f"{step.offered_per_s:g}" for step in steps if not step.sustained]
+        if not_run:
+            stopped = (
+                f"stopped climbing after {last.offered_per_s:g}/s, the first step not sustained "
+                f"({', '.join(not_run)}/s not run)"
+            )
+        elif failed:
+            stopped = f"every step run (for the capacity plot); not sustained at {', '.join(failed)}/s"
+        else:
+            stopped = "every step sustained"
         lagging = [step for step in steps if not step.generator_kept_up]
         generator = (
             "the load generator kept up at every step (achieved send rate >= "
