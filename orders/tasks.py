@@ -8,6 +8,7 @@ replay a no-op.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import shared_task
 from django.db import OperationalError
@@ -19,44 +20,30 @@ logger = logging.getLogger(__name__)
 # Retry only what is transient (a dropped connection, a deadlock victim); a bug must surface.
 TRANSIENT = (OperationalError,)
 
+# The order flow's tasks: re-delivered if their worker dies, retried with back-off on a transient error.
+FLOW: dict[str, Any] = {
+    "acks_late": True,
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": True,
+    "max_retries": 5,
+    "time_limit": 60,
+    "soft_time_limit": 50,
+}
 
-@shared_task(
-    name="orders.route_order",
-    acks_late=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    max_retries=5,
-    time_limit=60,
-    soft_time_limit=50,
-)
+
+@shared_task(name="orders.route_order", **FLOW)
 def route_order(order_id: int) -> None:
     services.order_route(order_id=order_id)
 
 
-@shared_task(
-    name="orders.match_child",
-    acks_late=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    max_retries=5,
-    time_limit=60,
-    soft_time_limit=50,
-)
+@shared_task(name="orders.match_child", **FLOW)
 def match_child(child_id: int, attempt: int) -> None:
     # The sweeper's re-send for one stuck child, on the `lit` or `dark` queue by pool type: it drains
     # the child's whole book.
     services.child_match(child_id=child_id, attempt=attempt)
 
 
-@shared_task(
-    name="orders.match_book",
-    acks_late=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    max_retries=5,
-    time_limit=60,
-    soft_time_limit=50,
-)
+@shared_task(name="orders.match_book", **FLOW)
 def match_book(pool_id: int, ticker_id: int) -> int | None:
     # Sent to the `lit` or `dark` queue by pool type (orders.services.effects.Effects) for a book that
     # children were sent to and that was busy: one batch takes every child waiting there.
@@ -76,29 +63,14 @@ def sweep() -> dict[str, int]:
     return {**services.orders_sweep(), **bulk.bulk_batches_sweep()}
 
 
-@shared_task(
-    name="orders.settle_trades",
-    acks_late=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    max_retries=5,
-    time_limit=120,
-    soft_time_limit=110,
-)
+@shared_task(name="orders.settle_trades", **{**FLOW, "time_limit": 120, "soft_time_limit": 110})
 def settle_trades(trade_ids: list[int]) -> int:
-    # T+0: sent after the commit of the match that created the trades, on the `settlement` queue.
+    # Settles these trades if due (on the `settlement` queue). The order flow itself now asks for
+    # `settle_pending`; this stays for messages already queued and for operators.
     return services.trades_settle(trade_ids=trade_ids)
 
 
-@shared_task(
-    name="orders.settle_pending",
-    acks_late=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    max_retries=5,
-    time_limit=120,
-    soft_time_limit=110,
-)
+@shared_task(name="orders.settle_pending", **{**FLOW, "time_limit": 120, "soft_time_limit": 110})
 def settle_pending() -> int:
     # T+0: sent after the commit of fills (orders.services.effects.settle_pending_request), on the
     # `settlement` queue; it settles every due trade, so one task covers many fills.
