@@ -1,8 +1,9 @@
 """Per-order SQL query counts and service time, measured in-process on one thread without Celery.
 
 One batch of `orders` crossing orders on one ticker goes through every step the workers take, each
-step as it runs under load: placed one by one (the API), routed one by one (the `route_order` task;
-its books busy, so it leaves the matching to the books' tasks), then each book matched once for all
+step as it runs under load: placed one by one (the API), routed by the `route_order` task of each order
+in turn (the first routes every New order of the ticker, the others find theirs routed; its books
+busy, so it leaves the matching to the books' tasks), then each book matched once for all
 the children waiting there (`match_book`), then every trade settled at once (`settle_trades`). The
 queries of all four steps, divided by the orders, are the amortized cost per order. Runs before the
 worker is started; the tasks its commits publish are dropped before the worker comes up.
@@ -74,7 +75,7 @@ def run(*, symbol: str, orders: int = 20) -> QueryCounts:
         place_queries += len(placed.captured_queries)
     with CaptureQueriesContext(connection) as routed:
         for order_id in order_ids:
-            services.order_route(order_id=order_id, match_now=False)
+            services.orders_route(order_id=order_id, match_now=False)
     books = sorted(set(ChildOrder.objects.filter(parent_id__in=order_ids).values_list("pool_id", "parent__ticker_id")))
     with CaptureQueriesContext(connection) as matched:
         for pool_id, ticker_id in books:

@@ -123,6 +123,9 @@ class Order(models.Model):
         indexes = [
             models.Index(fields=["customer", "-created_at"], name="order_customer_recent"),
             models.Index(fields=["status", "updated_at"], name="order_status_updated"),
+            # The orders waiting to be routed (orders.services.routing.orders_route): few at any time,
+            # claimed per ticker, oldest first.
+            models.Index(fields=["ticker", "id"], condition=models.Q(status="New"), name="order_new"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(quantity__gt=0), name="order_quantity_positive"),

@@ -32,8 +32,9 @@ FLOW: dict[str, Any] = {
 
 
 @shared_task(name="orders.route_order", **FLOW)
-def route_order(order_id: int) -> None:
-    services.order_route(order_id=order_id)
+def route_order(order_id: int) -> int:
+    # Routes this order and every other New order of its ticker (one task per ticker while one waits).
+    return services.orders_route(order_id=order_id)
 
 
 @shared_task(name="orders.match_child", **FLOW)

@@ -45,7 +45,7 @@ from orders.services.corrections import trade_correct
 from orders.services.matching import book_match, child_match
 from orders.services.placement import Placement, order_place
 from orders.services.recovery import orders_sweep, sweep_backoff_reset
-from orders.services.routing import order_route
+from orders.services.routing import order_route, orders_route
 from orders.services.settlement import trade_settle, trades_settle, trades_settle_due, trades_settle_pending
 from orders.services.transitions import TransitionRefused, transition
 
@@ -60,6 +60,7 @@ __all__ = [
     "order_place",
     "order_route",
     "orders_expire_day",
+    "orders_route",
     "orders_sweep",
     "sweep_backoff_reset",
     "trade_correct",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,8 @@ from django.db import transaction
 from broker.marketdata import services as marketdata_services
 from orders.models import Order, Trade
 from pools.models import Pool, PoolKind
+
+logger = logging.getLogger(__name__)
 
 # Set while a `settle_pending` task is queued and not yet started: the fills committed meanwhile need no
 # task of their own, that one will settle them (it clears the mark before it reads what is due).
@@ -38,6 +41,40 @@ def settle_pending_request() -> None:
         tasks.settle_pending.apply_async(countdown=SETTLE_COALESCE_SECONDS)
 
 
+# Set while a `route_order` task for the ticker is queued and has not started: the orders accepted
+# meanwhile need no task of their own, since that one routes every New order of the ticker
+# (`routing.orders_route`, which clears the mark before it reads them). Expires so that a lost task
+# only delays the orders after it by this long; the sweeper re-drives any order left New.
+ROUTE_PENDING_KEY = "orders:route-pending:{ticker_id}"
+ROUTE_PENDING_TTL_SECONDS = 5
+
+
+def route_request(*, ticker_id: int, order_id: int) -> None:
+    """Make sure a `route_order` task will route this order of the ticker: send one unless one is waiting."""
+    from orders import tasks
+
+    key = ROUTE_PENDING_KEY.format(ticker_id=ticker_id)
+    try:
+        waiting = not cache.add(key, 1, timeout=ROUTE_PENDING_TTL_SECONDS)
+    except Exception:  # the shared cache is down: send one; a duplicate routes nothing twice
+        waiting = False
+    if waiting:
+        return
+    try:
+        tasks.route_order.apply_async(args=(order_id,))
+    except Exception:
+        # Not sent: the next order of the ticker must not count on it.
+        route_pending_clear(ticker_id=ticker_id)
+        raise
+
+
+def route_pending_clear(*, ticker_id: int) -> None:
+    try:
+        cache.delete(ROUTE_PENDING_KEY.format(ticker_id=ticker_id))
+    except Exception:  # without the shared cache every order sends its own task anyway
+        logger.warning("could not clear the route-pending mark", exc_info=True)
+
+
 def queue_for(pool: Pool | str) -> str:
     """The Celery queue of a venue's matching: `lit` or `dark` (by the pool, or its kind)."""
     kind = pool if isinstance(pool, str) else pool.kind
@@ -48,6 +85,9 @@ def queue_for(pool: Pool | str) -> str:
 class Effects:
     """Everything a transaction wants done once it has committed: tasks to send, messages to stream."""
 
+    # The gateway's new orders, ticker id -> one order id: a task per ticker unless one is waiting.
+    route_tickers: dict[int, int] = field(default_factory=dict)
+    # Orders whose task is sent whatever is waiting (the sweeper's re-sends).
     routes: list[int] = field(default_factory=list)
     # Books to drain, (pool id, ticker id) -> queue: one `match_book` task each, whatever number of
     # children the transaction sent there.
@@ -68,6 +108,8 @@ class Effects:
         from orders import streaming, tasks
         from orders.api.serializers import OrderOutputSerializer, TradeOutputSerializer
 
+        for ticker_id, order_id in self.route_tickers.items():
+            route_request(ticker_id=ticker_id, order_id=order_id)
         for order_id in self.routes:
             tasks.route_order.apply_async(args=(order_id,))
         for (pool_id, ticker_id), queue in self.books.items():

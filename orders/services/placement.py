@@ -14,7 +14,7 @@ from broker.exceptions import Conflict
 from broker.marketdata import services as marketdata_services
 from broker.models import Customer, Ticker
 from orders import kill_switch
-from orders.models import EventKind, Order, OrderEvent, OrderStatus, OrderType
+from orders.models import EventKind, Order, OrderEvent, OrderStatus, OrderType, TimeInForce
 from orders.services.effects import Effects
 from orders.services.transitions import Actor, actor_name, transition
 from orders.validation import OrderRequest
@@ -94,8 +94,10 @@ def order_place(*, request: OrderRequest, customer: Customer, ticker: Ticker, ac
         order.reject_reason = reject_reason
         transition(order, OrderStatus.REJECTED, actor="gateway", events=events, reason=reject_reason)
         order.save(update_fields=["status", "reject_reason", "updated_at"])
+    elif order.time_in_force == TimeInForce.FOK:
+        effects.routes.append(order.pk)  # routed alone (it locks books): a task of its own
     else:
-        effects.routes.append(order.pk)
+        effects.route_tickers[ticker.pk] = order.pk  # a task per ticker routes every New order of it
     OrderEvent.objects.bulk_create(events)
     effects.on_commit()
     return Placement(order=order, created=True)

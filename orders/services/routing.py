@@ -14,11 +14,14 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
+from broker.sql import update_rows
 from orders import kill_switch
 from orders import routing as router
 from orders.models import ChildOrder, ChildStatus, EventKind, Order, OrderEvent, OrderStatus, OrderType, TimeInForce
-from orders.services.effects import Effects, queue_for
+from orders.services.effects import Effects, queue_for, route_pending_clear
 from orders.services.transitions import transition
 from pools import selectors as pool_selectors
 from pools import services as pool_services
@@ -119,28 +122,10 @@ def order_route(*, order_id: int, match_now: bool = True, books_checked: bool = 
 
 def _route_locked(order: Order, *, halted: set[int], lit: list[router.Venue], match_now: bool) -> Order:
     """Plan and record the children of the locked New order; their books are matched after commit."""
-    dark = venues(PoolKind.DARK, halted=halted) if order.quantity >= settings.DARK_MIN_ORDER_QUANTITY else []
-    # The midpoint only matters to an order large enough for the dark.
-    mid = midpoint(ticker_id=order.ticker_id, halted=halted) if dark else None
-    plans = router.plan_children(
-        side=order.direction,
-        limit=order.price,
-        quantity=order.quantity,
-        time_in_force=order.time_in_force,
-        max_child=settings.MAX_CHILD_QUANTITY,
-        dark_min_quantity=settings.DARK_MIN_ORDER_QUANTITY,
-        midpoint=mid,
-        dark=dark,
-        lit=lit,
-        depth=depth(order, halted=halted),
-    )
     events: list[OrderEvent] = []
-    transition(order, OrderStatus.ROUTED, actor="router", events=events, children=len(plans))
-    children_create(order=order, plans=plans, events=events)
+    books = _route_one(order, market=_Market(ticker_id=order.ticker_id, halted=halted, lit=lit), events=events)
     order.save(update_fields=["status", "updated_at"])
     OrderEvent.objects.bulk_create(events)
-    pools = pool_selectors.pools_by_id()
-    books = {(plan.pool_id, order.ticker_id): queue_for(pools[plan.pool_id]) for plan in plans}
     effects = Effects(orders={order.pk: order})
     if match_now:
         transaction.on_commit(lambda: _drain(books), robust=True)
@@ -148,6 +133,163 @@ def _route_locked(order: Order, *, halted: set[int], lit: list[router.Venue], ma
         effects.books.update(books)
     effects.on_commit()
     return order
+
+
+class _Market:
+    """What routing decisions read of the market, read once for all the orders of one ticker routed in
+    one transaction: the venues, each side's displayed depth, the NBBO midpoint (only if asked for)."""
+
+    def __init__(self, *, ticker_id: int, halted: set[int], lit: list[router.Venue]) -> None:
+        self.ticker_id, self.halted, self.lit = ticker_id, halted, lit
+        self._dark: list[router.Venue] | None = None
+        self._midpoint: tuple[Decimal | None] | None = None
+        self._depth: dict[str, list[pool_selectors.DepthLevel]] = {}
+
+    def dark(self) -> list[router.Venue]:
+        if self._dark is None:
+            self._dark = venues(PoolKind.DARK, halted=self.halted)
+        return self._dark
+
+    def midpoint(self) -> Decimal | None:
+        if self._midpoint is None:
+            self._midpoint = (midpoint(ticker_id=self.ticker_id, halted=self.halted),)
+        return self._midpoint[0]
+
+    def depth(self, order: Order) -> list[router.Level]:
+        """`depth(order)`, cut from the whole side read once: the levels within the order's limit."""
+        side = order.direction
+        if side not in self._depth:
+            self._depth[side] = pool_selectors.lit_depth(
+                ticker_id=self.ticker_id, side=side, limit=None, exclude_pool_ids=self.halted
+            )
+        limit = order.venue_limit
+        return [
+            router.Level(pool_id=level.pool_id, price=level.price, quantity=level.quantity)
+            for level in self._depth[side]
+            if limit is None or (level.price <= limit if side == "Buy" else level.price >= limit)
+        ]
+
+
+def _route_one(order: Order, *, market: _Market, events: list[OrderEvent]) -> dict[tuple[int, int], str]:
+    """Plan the locked New order's children and create them; returns their books (to be drained)."""
+    large = order.quantity >= settings.DARK_MIN_ORDER_QUANTITY
+    dark = market.dark() if large else []
+    plans = router.plan_children(
+        side=order.direction,
+        limit=order.price,
+        quantity=order.quantity,
+        time_in_force=order.time_in_force,
+        max_child=settings.MAX_CHILD_QUANTITY,
+        dark_min_quantity=settings.DARK_MIN_ORDER_QUANTITY,
+        # The midpoint only matters to an order large enough for the dark.
+        midpoint=market.midpoint() if dark else None,
+        dark=dark,
+        lit=market.lit,
+        depth=market.depth(order),
+    )
+    transition(order, OrderStatus.ROUTED, actor="router", events=events, children=len(plans))
+    children_create(order=order, plans=plans, events=events)
+    pools = pool_selectors.pools_by_id()
+    return {(plan.pool_id, order.ticker_id): queue_for(pools[plan.pool_id]) for plan in plans}
+
+
+# New orders of one ticker routed per transaction; more waiting go in the next one.
+ROUTE_BATCH = 200
+
+
+def _immediate() -> Q:
+    """Orders that trade now or never (see `is_immediate`)."""
+    return Q(order_type=OrderType.MARKET) | Q(time_in_force__in=(TimeInForce.IOC, TimeInForce.FOK))
+
+
+def orders_route(*, order_id: int, match_now: bool = True) -> int:
+    """Route this New order and, with it, every New order of its ticker no other transaction holds
+    (the `route_order` task's body); returns how many orders its batches claimed.
+
+    The gateway sends one task per ticker while one is waiting (`effects.route_request`), so under
+    load one task routes the orders of many requests, in batches of ROUTE_BATCH per transaction: the
+    market snapshot, the venues and the writes (children, events, the orders' status) are paid once per
+    batch. Each order gets the decision `order_route` would make for it alone (the halt rule included).
+
+    The orders are claimed with SKIP LOCKED, so two tasks for one ticker split its orders between them
+    instead of queueing on each other. Whoever else holds a New order routes it (another route task),
+    ends it (a cancel, the close) or sends its task (the sweeper's claim), so nothing skipped is left. This task's own order, if another transaction held it (a cancel,
+    a concurrent route), is routed on its own at the end, waiting for its lock: a replay or duplicate of
+    the task is a no-op, as for `order_route`. Fill-or-kill orders go the single way, each with a task of
+    its own (the gateway sends it whatever is waiting).
+    """
+    peek = Order.objects.filter(pk=order_id).values_list("status", "ticker_id", "time_in_force").first()
+    if peek is None:
+        return 0
+    status, ticker_id, time_in_force = peek
+    # Before reading what is New: an order committed after this sends a task of its own. Even when this
+    # task's own order was routed meanwhile (by an earlier task of the ticker), the orders accepted while
+    # this task was waiting counted on it.
+    route_pending_clear(ticker_id=ticker_id)
+    if status == OrderStatus.NEW and time_in_force == TimeInForce.FOK:
+        order_route(order_id=order_id, match_now=match_now)
+    pool_services.books_ensure(ticker_id=ticker_id)  # outside the orders' transaction: it locks books
+    handled: set[int] = set()
+    while True:
+        batch, books = _route_batch(ticker_id=ticker_id)
+        handled.update(batch)
+        full = len(batch) == ROUTE_BATCH
+        if books and match_now and not full:
+            from orders.services.matching import books_drain_now
+
+            books_drain_now(books)
+        elif books:
+            # More to route: the books are matched by their own tasks meanwhile, on another worker.
+            Effects(books=books).run()
+        if not full:
+            break
+    if status == OrderStatus.NEW and order_id not in handled:
+        order_route(order_id=order_id, match_now=match_now)
+    return len(handled)
+
+
+def _route_batch(*, ticker_id: int) -> tuple[list[int], dict[tuple[int, int], str]]:
+    """One transaction of `orders_route`: claim up to ROUTE_BATCH New orders of the ticker and route (or,
+    halted, cancel) each. Returns their ids and the books their children went to."""
+    halts = kill_switch.halts_cached()
+    halted = halts.halted_pool_ids
+    lit = venues(PoolKind.LIT, halted=halted)
+    new = Order.objects.filter(ticker_id=ticker_id, status=OrderStatus.NEW).exclude(time_in_force=TimeInForce.FOK)
+    # Claim only orders with something to do now: while a halt covers them only the immediate ones do
+    # (they are cancelled); the others stay New, untouched, for the sweeper once the halt is lifted.
+    if halts.reason(customer_id=0, ticker_id=ticker_id) or not lit:
+        new = new.filter(_immediate())
+    else:
+        halted_customers = [halt.customer_id for halt in halts.active if halt.customer_id is not None]
+        if halted_customers:
+            new = new.exclude(Q(customer_id__in=halted_customers) & ~_immediate())
+    books: dict[tuple[int, int], str] = {}
+    with transaction.atomic():
+        orders = list(
+            new.select_for_update(of=("self",), no_key=True, skip_locked=True)
+            .select_related("customer", "ticker")
+            .order_by("pk")[:ROUTE_BATCH]
+        )
+        if not orders:
+            return [], books
+        market = _Market(ticker_id=ticker_id, halted=halted, lit=lit)
+        events: list[OrderEvent] = []
+        routed: list[Order] = []
+        for order in orders:
+            halt = halts.reason(customer_id=order.customer_id, ticker_id=ticker_id)
+            if halt or not lit:
+                # Only immediate orders were claimed under a halt: they end now.
+                _cancel_unrouted(order, reason=halt or _no_lit_venue_reason(order=order, halts=halts))
+                continue
+            books.update(_route_one(order, market=market, events=events))
+            routed.append(order)
+        now = timezone.now()
+        for order in routed:
+            order.updated_at = now
+        update_rows(Order, routed, ["status", "updated_at"])
+        OrderEvent.objects.bulk_create(events)
+        Effects(orders={order.pk: order for order in routed}).on_commit()
+    return [order.pk for order in orders], books
 
 
 def _drain(books: dict[tuple[int, int], str]) -> None:

@@ -1,0 +1,160 @@
+"""One route task per ticker routes every New order of it (issue 11: the order flow keeps up).
+
+The gateway sends a `route_order` task for an order only when no task of its ticker is waiting; the
+task routes every New order of the ticker that no other transaction holds, in batches, each order
+getting the decision it would get alone (the halt rule included). What the gateway sends stays in the
+real Redis broker's queues (no worker runs here), where these tests count it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.core.cache import cache
+from django.db import connection, transaction
+
+from orders import kill_switch, services
+from orders.models import ChildOrder, EventKind, HaltScope, Order, OrderEvent, OrderStatus
+from orders.services.effects import ROUTE_PENDING_KEY
+from pools import services as pool_services
+from tests.conftest import Market, give_shares, make_ticker, place
+from tests.orders.test_sweep import _queued
+
+pytestmark = pytest.mark.django_db
+
+
+def _route_tasks(order_ids: list[int]) -> int:
+    return sum(1 for args in _queued("orders", "orders.route_order") if args[0] in order_ids)
+
+
+def _status(order: Order) -> str:
+    return Order.objects.values_list("status", flat=True).get(pk=order.pk)
+
+
+def test_the_gateway_sends_one_route_task_per_ticker_while_one_waits(
+    market: Market, django_capture_on_commit_callbacks
+) -> None:
+    # given no route task of COIN waiting
+    ticker = market["ticker"]
+    cache.delete(ROUTE_PENDING_KEY.format(ticker_id=ticker.pk))
+
+    # when three orders of COIN and one fill-or-kill order are accepted
+    with django_capture_on_commit_callbacks(execute=True):
+        limits = [place(price="256.00", timeInForce="Day") for _ in range(3)]
+        fill_or_kill = place(price="256.00", timeInForce="FOK")
+
+    # then one task covers the three; the fill-or-kill order (routed alone) has its own
+    assert _route_tasks([order.pk for order in limits]) == 1
+    assert _route_tasks([fill_or_kill.pk]) == 1
+
+    # and once that task has started (it clears the mark), the next order sends a task again
+    services.orders_route(order_id=limits[0].pk, match_now=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        later = place(price="256.00", timeInForce="Day")
+    assert _route_tasks([later.pk]) == 1
+
+
+def test_one_task_routes_every_new_order_of_its_ticker_and_only_that_ticker(market: Market) -> None:
+    # given three New orders of COIN (no task ran: on-commit effects do not fire here) and one of another ticker
+    coin = [place(price="256.00"), place("000003", direction="Sell", price="257.00"), place(type="Market")]
+    other_ticker = make_ticker("MSFT", "400.00")
+    pool_services.books_ensure(ticker_id=other_ticker.pk)
+    give_shares("MSFT")
+    other = place(ticker="MSFT", price="399.00")
+
+    # when the task of the first COIN order runs
+    claimed = services.orders_route(order_id=coin[0].pk, match_now=False)
+
+    # then every COIN order was routed as it would have been alone: children, a routed event each, status
+    assert claimed == 3
+    for order in coin:
+        assert _status(order) == OrderStatus.ROUTED
+        children = ChildOrder.objects.filter(parent=order)
+        assert sum(children.values_list("quantity", flat=True)) == order.quantity
+        assert OrderEvent.objects.filter(order=order, kind=EventKind.ROUTED).count() == children.count()
+        assert OrderEvent.objects.filter(order=order, kind=EventKind.STATUS, to_status=OrderStatus.ROUTED).count() == 1
+    # and the other ticker's order waits for its own task
+    assert _status(other) == OrderStatus.NEW
+
+    # and running the task again (a redelivery) routes nothing twice
+    assert services.orders_route(order_id=coin[0].pk, match_now=False) == 0
+    assert ChildOrder.objects.filter(parent__in=coin).count() == sum(
+        ChildOrder.objects.filter(parent=order).count() for order in coin
+    )
+    assert (
+        OrderEvent.objects.filter(order__in=coin, kind=EventKind.ROUTED).count()
+        == ChildOrder.objects.filter(parent__in=coin).count()
+    )
+
+
+def test_a_halted_customer_s_orders_wait_and_its_immediate_ones_end_cancelled(market: Market) -> None:
+    # given New orders of two customers, then a halt of one of them
+    waiting = place("000002", price="256.00", timeInForce="Day")
+    immediate = place("000002", price="256.00", timeInForce="IOC")
+    free = place("000003", price="256.00", timeInForce="Day")
+    customer = market["customers"]["000002"]
+    kill_switch.halt_set(scope=HaltScope.CUSTOMER, target_id=customer.pk, active=True, reason="desk", actor="ops")
+
+    # when the ticker's route task runs
+    services.orders_route(order_id=free.pk, match_now=False)
+
+    # then the other customer's order is routed, the halted Day order waits New and untouched, and the
+    # halted IOC order ends Cancelled with the halt as its reason
+    assert _status(free) == OrderStatus.ROUTED
+    assert _status(waiting) == OrderStatus.NEW
+    assert not ChildOrder.objects.filter(parent=waiting).exists()
+    cancelled = Order.objects.get(pk=immediate.pk)
+    assert cancelled.status == OrderStatus.CANCELLED
+    assert "desk" in cancelled.reject_reason
+    assert not ChildOrder.objects.filter(parent=immediate).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_orders_another_transaction_holds_are_skipped_and_the_task_s_own_order_is_waited_for(
+    market: Market,
+) -> None:
+    # given four New orders of COIN, two of them held (row-locked) by another transaction
+    first, held, third, own = (place(price="256.00") for _ in range(4))
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                list(Order.objects.select_for_update().filter(pk__in=[held.pk, own.pk]))
+                locked.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert locked.wait(30)
+
+    # when the first order's task runs, it routes what it can claim without waiting
+    services.orders_route(order_id=first.pk, match_now=False)
+    assert [_status(order) for order in (first, held, third, own)] == [
+        OrderStatus.ROUTED,
+        OrderStatus.NEW,
+        OrderStatus.ROUTED,
+        OrderStatus.NEW,
+    ]
+
+    # and the task of a held order waits for that order's lock instead of skipping it
+    outcome: list[int] = []
+    own_task = threading.Thread(
+        target=lambda: (outcome.append(services.orders_route(order_id=own.pk, match_now=False)), connection.close())
+    )
+    own_task.start()
+    own_task.join(1.0)
+    assert own_task.is_alive(), "the task returned without its own order while another transaction held it"
+    release.set()
+    holder.join(30)
+    own_task.join(30)
+
+    # then the task's own order is routed once the other transaction let go; the other order it held is
+    # that transaction's business (in the product: a route, a cancel or the sweeper's claim, which
+    # routes it, ends it, or sends its task)
+    assert outcome == [0]
+    assert _status(own) == OrderStatus.ROUTED
+    assert _status(held) == OrderStatus.NEW
