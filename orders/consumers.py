@@ -47,7 +47,9 @@ class FillsConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "pong"})
 
     async def fills_message(self, event: dict[str, Any]) -> None:
-        await self.send_json(event["payload"])
+        # One event carries the group's messages of one publishing batch (orders.streaming), in order.
+        for payload in event["payloads"]:
+            await self.send_json(payload)
 
     @database_sync_to_async
     def _group_for(self, user: Any) -> str | None:

@@ -6,7 +6,8 @@ back. Clients are in their customer's group, staff in the staff group.
 Each process has one publisher: a daemon thread that owns an event loop and, through it, the channel
 layer's Redis connections for the life of the process. `publish` only puts the messages on its queue and
 returns, so a commit never waits for Redis and no event loop is made per commit (`async_to_sync` did
-both). The thread sends batches in the order they were queued. It is started on first use in each
+both). The thread sends batches in the order they were queued, each group's messages of a batch as one
+event (`_send_all`). It is started on first use in each
 process (a Celery prefork child, forked from a parent that imported this module, starts its own), and
 what it still holds is sent when the process ends: at interpreter exit, when a Celery pool child exits,
 and at a web worker's ASGI lifespan shutdown (broker/asgi.py).
@@ -30,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 STAFF_GROUP = "fills.staff"
 MESSAGE_TYPE = "fills.message"  # dispatched to FillsConsumer.fills_message
+# Payloads per channel-layer event: a subscriber's channel holds at most the layer's capacity of events,
+# and one event must stay a modest Redis value.
+EVENT_PAYLOADS = 100
 
 # Batches (one per commit) waiting for the thread. Bounded so a Redis outage cannot grow memory
 # without limit: past it, new batches are dropped and logged (the stream is best effort; trades are
@@ -131,10 +135,16 @@ class _Publisher:
 
 
 async def _send_all(layer: Any, batch: list[Message]) -> None:
+    # One event per group per batch (in chunks), carrying that group's payloads in order: a group_send
+    # is several Redis round trips, and a batch of matches streams hundreds of messages to a handful of
+    # groups. The consumer sends each payload as a frame of its own, so clients see no difference.
+    groups: dict[str, list[dict[str, Any]]] = {}
     for customer_id, payload in batch:
-        event = {"type": MESSAGE_TYPE, "payload": payload}
-        await layer.group_send(customer_group(customer_id), event)
-        await layer.group_send(STAFF_GROUP, event)
+        groups.setdefault(customer_group(customer_id), []).append(payload)
+        groups.setdefault(STAFF_GROUP, []).append(payload)
+    for group, payloads in groups.items():
+        for start in range(0, len(payloads), EVENT_PAYLOADS):
+            await layer.group_send(group, {"type": MESSAGE_TYPE, "payloads": payloads[start : start + EVENT_PAYLOADS]})
 
 
 _current: _Publisher | None = None

@@ -123,7 +123,9 @@ def order_route(*, order_id: int, match_now: bool = True, books_checked: bool = 
 def _route_locked(order: Order, *, halted: set[int], lit: list[router.Venue], match_now: bool) -> Order:
     """Plan and record the children of the locked New order; their books are matched after commit."""
     events: list[OrderEvent] = []
-    books = _route_one(order, market=_Market(ticker_id=order.ticker_id, halted=halted, lit=lit), events=events)
+    plans = _route_one(order, market=_Market(ticker_id=order.ticker_id, halted=halted, lit=lit), events=events)
+    children_create([(order, plans)], events=events)
+    books = _books([(order, plans)])
     order.save(update_fields=["status", "updated_at"])
     OrderEvent.objects.bulk_create(events)
     effects = Effects(orders={order.pk: order})
@@ -170,8 +172,8 @@ class _Market:
         ]
 
 
-def _route_one(order: Order, *, market: _Market, events: list[OrderEvent]) -> dict[tuple[int, int], str]:
-    """Plan the locked New order's children and create them; returns their books (to be drained)."""
+def _route_one(order: Order, *, market: _Market, events: list[OrderEvent]) -> list[router.ChildPlan]:
+    """Plan the locked New order's children and move it to Routed; the caller creates the children."""
     large = order.quantity >= settings.DARK_MIN_ORDER_QUANTITY
     dark = market.dark() if large else []
     plans = router.plan_children(
@@ -188,9 +190,15 @@ def _route_one(order: Order, *, market: _Market, events: list[OrderEvent]) -> di
         depth=market.depth(order),
     )
     transition(order, OrderStatus.ROUTED, actor="router", events=events, children=len(plans))
-    children_create(order=order, plans=plans, events=events)
+    return plans
+
+
+def _books(routed: list[tuple[Order, list[router.ChildPlan]]]) -> dict[tuple[int, int], str]:
+    """The books the planned children go to, each with its matching queue."""
     pools = pool_selectors.pools_by_id()
-    return {(plan.pool_id, order.ticker_id): queue_for(pools[plan.pool_id]) for plan in plans}
+    return {
+        (plan.pool_id, order.ticker_id): queue_for(pools[plan.pool_id]) for order, plans in routed for plan in plans
+    }
 
 
 # New orders of one ticker routed per transaction; more waiting go in the next one.
@@ -213,10 +221,10 @@ def orders_route(*, order_id: int, match_now: bool = True) -> int:
 
     The orders are claimed with SKIP LOCKED, so two tasks for one ticker split its orders between them
     instead of queueing on each other. Whoever else holds a New order routes it (another route task),
-    ends it (a cancel, the close) or sends its task (the sweeper's claim), so nothing skipped is left. This task's own order, if another transaction held it (a cancel,
-    a concurrent route), is routed on its own at the end, waiting for its lock: a replay or duplicate of
-    the task is a no-op, as for `order_route`. Fill-or-kill orders go the single way, each with a task of
-    its own (the gateway sends it whatever is waiting).
+    ends it (a cancel, the close) or sends its task (the sweeper's claim), so nothing skipped is left.
+    This task's own order, if another transaction held it, is routed on its own at the end, waiting for
+    its lock: a replay or duplicate of the task is a no-op, as for `order_route`. Fill-or-kill orders go
+    the single way, each with a task of its own (the gateway sends it whatever is waiting).
     """
     peek = Order.objects.filter(pk=order_id).values_list("status", "ticker_id", "time_in_force").first()
     if peek is None:
@@ -274,21 +282,22 @@ def _route_batch(*, ticker_id: int) -> tuple[list[int], dict[tuple[int, int], st
             return [], books
         market = _Market(ticker_id=ticker_id, halted=halted, lit=lit)
         events: list[OrderEvent] = []
-        routed: list[Order] = []
+        routed: list[tuple[Order, list[router.ChildPlan]]] = []
         for order in orders:
             halt = halts.reason(customer_id=order.customer_id, ticker_id=ticker_id)
             if halt or not lit:
                 # Only immediate orders were claimed under a halt: they end now.
                 _cancel_unrouted(order, reason=halt or _no_lit_venue_reason(order=order, halts=halts))
                 continue
-            books.update(_route_one(order, market=market, events=events))
-            routed.append(order)
+            routed.append((order, _route_one(order, market=market, events=events)))
+        children_create(routed, events=events)
+        books = _books(routed)
         now = timezone.now()
-        for order in routed:
+        for order, _ in routed:
             order.updated_at = now
-        update_rows(Order, routed, ["status", "updated_at"])
+        update_rows(Order, [order for order, _ in routed], ["status", "updated_at"])
         OrderEvent.objects.bulk_create(events)
-        Effects(orders={order.pk: order for order in routed}).on_commit()
+        Effects(orders={order.pk: order for order, _ in routed}).on_commit()
     return [order.pk for order in orders], books
 
 
@@ -298,9 +307,13 @@ def _drain(books: dict[tuple[int, int], str]) -> None:
     books_drain_now(books)
 
 
-def children_create(*, order: Order, plans: list[router.ChildPlan], events: list[OrderEvent]) -> list[ChildOrder]:
-    """Create the planned children, already routed (attempt 1), with a `routed` event each."""
+def children_create(
+    routed: list[tuple[Order, list[router.ChildPlan]]], *, events: list[OrderEvent]
+) -> list[ChildOrder]:
+    """Create the planned children of each order, already routed (attempt 1), with a `routed` event
+    each: one INSERT for all of them."""
     pools = pool_selectors.pools_by_id()
+    planned = [(order, index, plan) for order, plans in routed for index, plan in enumerate(plans, start=1)]
     children = ChildOrder.objects.bulk_create(
         [
             ChildOrder(
@@ -314,7 +327,7 @@ def children_create(*, order: Order, plans: list[router.ChildPlan], events: list
                 venues_tried=[pools[plan.pool_id].name],
                 attempt=1,
             )
-            for index, plan in enumerate(plans, start=1)
+            for order, index, plan in planned
         ]
     )
     events.extend(
@@ -326,7 +339,7 @@ def children_create(*, order: Order, plans: list[router.ChildPlan], events: list
             actor="router",
             detail={"exchange": pools[plan.pool_id].name, "quantity": plan.quantity, "reason": plan.reason},
         )
-        for child, plan in zip(children, plans, strict=True)
+        for child, (order, _, plan) in zip(children, planned, strict=True)
     )
     return children
 
@@ -403,7 +416,7 @@ def _route_fill_or_kill(*, order_id: int, halts: kill_switch.HaltSnapshot) -> Or
                 for pool_id, take in per_venue.items()
                 for child_quantity in router.split_quantity(take, settings.MAX_CHILD_QUANTITY)
             ]
-            children = children_create(order=order, plans=plans, events=events)
+            children = children_create([(order, plans)], events=events)
             OrderEvent.objects.bulk_create(events)
             for child in children:
                 child.parent = order

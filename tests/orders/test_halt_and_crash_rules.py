@@ -84,9 +84,9 @@ def streamed_order_messages(customer_id: str, action: Callable[[], object]) -> l
                     message = await asyncio.wait_for(layer.receive(channel), timeout=5)
                 except TimeoutError:
                     break
-                payload = message["payload"]
-                if payload["type"] == "order":
-                    messages.append(payload["order"])
+                orders = [payload["order"] for payload in message["payloads"] if payload["type"] == "order"]
+                if orders:
+                    messages.append(orders[0])
                     break
             return messages
         finally:

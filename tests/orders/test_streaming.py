@@ -50,8 +50,8 @@ class Subscriber:
             while len(payloads) < count:
                 message = await asyncio.wait_for(self.layer.receive(self.channel), RECEIVE_GUARD_SECONDS)
                 assert message["type"] == streaming.MESSAGE_TYPE
-                if message["payload"].get("run") == run:  # staff see every test's messages
-                    payloads.append(message["payload"])
+                # staff see every test's messages
+                payloads.extend(payload for payload in message["payloads"] if payload.get("run") == run)
             return payloads
 
         return async_to_sync(receive)()
