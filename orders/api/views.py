@@ -8,12 +8,14 @@ import django_filters
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from broker import access
 from broker.api import throttling
+from broker.api.authentication import TokenAuthentication
 from broker.api.filters import UtcIsoDateTimeFilter
 from broker.api.permissions import AUTHENTICATED_WITH_PERMISSION
 from broker.exceptions import ValidationFailed
@@ -29,6 +31,7 @@ from orders.api.serializers import (
     OrderOutputSerializer,
     TradeHistoryOutputSerializer,
     TradeOutputSerializer,
+    order_output,
 )
 from orders.models import Direction, Halt, HaltScope, Order, OrderStatus, OrderType, TimeInForce, Trade
 from orders.validation import CORRECTION_REASON_TEXT, order_entry_resolve, parse_price
@@ -77,8 +80,14 @@ class TradeFilter(django_filters.FilterSet):
         return queryset.filter(pool__kind="Lit" if value == "LitPool" else "Dark")
 
 
+# Order entry's callers, checked in one query (broker/api/authentication.py); the same answers as
+# REST_FRAMEWORK's DEFAULT_AUTHENTICATION_CLASSES.
+ORDER_ENTRY_AUTHENTICATION = [TokenAuthentication, SessionAuthentication]
+
+
 class OrderListCreateView(generics.ListAPIView):
     throttle_scope = throttling.ORDERS  # order entry; the list counts against the default scope
+    authentication_classes = ORDER_ENTRY_AUTHENTICATION
     serializer_class = OrderOutputSerializer
     filterset_class = OrderFilter
     queryset = Order.objects.none()  # the model, for the OpenAPI filters only; rows come from get_queryset
@@ -117,8 +126,7 @@ class OrderListCreateView(generics.ListAPIView):
             request=entry.request, customer=entry.customer, ticker=entry.ticker, actor=request.user
         )
         return Response(
-            OrderOutputSerializer(placement.order).data,
-            status=status.HTTP_201_CREATED if placement.created else status.HTTP_200_OK,
+            order_output(placement.order), status=status.HTTP_201_CREATED if placement.created else status.HTTP_200_OK
         )
 
 
@@ -131,6 +139,7 @@ class OrderDetailView(APIView):
 
 class OrderCancelView(APIView):
     throttle_scope = throttling.ORDERS
+    authentication_classes = ORDER_ENTRY_AUTHENTICATION
 
     @extend_schema(
         request=None,
@@ -142,7 +151,7 @@ class OrderCancelView(APIView):
     def post(self, request: Request, order_id: str) -> Response:
         order = order_for_user(user=request.user, order_id=order_id, permission=roles.CANCEL_ORDER)
         cancelled = services.order_cancel(order_id=order.pk, actor=request.user)
-        return Response(OrderOutputSerializer(cancelled).data)
+        return Response(order_output(cancelled))
 
 
 class TradeListView(generics.ListAPIView):
