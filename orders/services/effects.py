@@ -106,7 +106,7 @@ class Effects:
 
     def run(self) -> None:
         from orders import streaming, tasks
-        from orders.api.serializers import OrderOutputSerializer, TradeOutputSerializer
+        from orders.api.serializers import order_output, trade_output
 
         for ticker_id, order_id in self.route_tickers.items():
             route_request(ticker_id=ticker_id, order_id=order_id)
@@ -120,17 +120,11 @@ class Effects:
             settle_pending_request()
         messages: list[tuple[str, dict[str, Any]]] = []
         for trade in self.trades:
-            messages.append(
-                (trade.customer.customer_id, {"type": "fill", "trade": dict(TradeOutputSerializer(trade).data)})
-            )
+            messages.append((trade.customer.customer_id, {"type": "fill", "trade": trade_output(trade)}))
         for order in self.orders.values():
-            messages.append(
-                (order.customer.customer_id, {"type": "order", "order": dict(OrderOutputSerializer(order).data)})
-            )
+            messages.append((order.customer.customer_id, {"type": "order", "order": order_output(order)}))
         for trade in self.settled:
-            messages.append(
-                (trade.customer.customer_id, {"type": "settled", "trade": dict(TradeOutputSerializer(trade).data)})
-            )
+            messages.append((trade.customer.customer_id, {"type": "settled", "trade": trade_output(trade)}))
         streaming.publish(messages)
         # Last: asking for market data must never delay or break the order flow above.
         for ticker_id in self.market_data:

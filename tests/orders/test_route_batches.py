@@ -142,9 +142,14 @@ def test_orders_another_transaction_holds_are_skipped_and_the_task_s_own_order_i
 
     # and the task of a held order waits for that order's lock instead of skipping it
     outcome: list[int] = []
-    own_task = threading.Thread(
-        target=lambda: (outcome.append(services.orders_route(order_id=own.pk, match_now=False)), connection.close())
-    )
+
+    def route_own() -> None:
+        try:
+            outcome.append(services.orders_route(order_id=own.pk, match_now=False))
+        finally:
+            connection.close()
+
+    own_task = threading.Thread(target=route_own)
     own_task.start()
     own_task.join(1.0)
     assert own_task.is_alive(), "the task returned without its own order while another transaction held it"
