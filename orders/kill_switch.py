@@ -11,11 +11,11 @@ import uuid
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from broker.cache import shared_cache
 from broker.exceptions import ApplicationError
 from broker.models import Customer, Ticker
 from broker.text import FREE_TEXT_MAX_LENGTH, Text
@@ -220,10 +220,10 @@ def halts_cached() -> HaltSnapshot:
             return halts_active()
         _dirty, _cached = False, None
     try:
-        version = cache.get(HALTS_VERSION_KEY)
+        version = shared_cache().get(HALTS_VERSION_KEY)
         if version is None:
-            cache.add(HALTS_VERSION_KEY, uuid.uuid4().hex, timeout=None)
-            version = cache.get(HALTS_VERSION_KEY)
+            shared_cache().add(HALTS_VERSION_KEY, uuid.uuid4().hex, timeout=None)
+            version = shared_cache().get(HALTS_VERSION_KEY)
     except Exception:
         logger.warning("halt cache version unavailable; reading halts from the database", exc_info=True)
         return halts_active()
@@ -238,7 +238,7 @@ def _halts_changed() -> None:
     global _cached, _dirty
     _cached, _dirty = None, connection.in_atomic_block
     try:
-        cache.set(HALTS_VERSION_KEY, uuid.uuid4().hex, timeout=None)
+        shared_cache().set(HALTS_VERSION_KEY, uuid.uuid4().hex, timeout=None)
     except Exception:
         logger.exception("could not bump the halt cache version; other processes rely on matching's own check")
 

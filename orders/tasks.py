@@ -75,13 +75,12 @@ def settle_trades(trade_ids: list[int]) -> int:
 def settle_pending() -> int:
     # T+0: sent after the commit of fills (orders.services.effects.settle_pending_request), on the
     # `settlement` queue; it settles every due trade, so one task covers many fills.
-    from django.core.cache import cache
-
+    from broker.cache import shared_cache
     from orders.services.effects import SETTLE_PENDING_KEY
     from orders.services.settlement import SETTLE_BATCH
 
     try:
-        cache.delete(SETTLE_PENDING_KEY)  # before reading what is due: later fills send a new task
+        shared_cache().delete(SETTLE_PENDING_KEY)  # before reading what is due: later fills send a new task
     except Exception:  # without the shared cache every fill sends its own task anyway
         logger.warning("could not clear the settle-pending mark", exc_info=True)
     settled = total = services.trades_settle_pending()

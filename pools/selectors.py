@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import cast
 
-from django.core.cache import cache
 from django.db import connection
 from django.db.models import Max, Min, Sum
 
+from broker.cache import shared_cache
 from pools import engine
 from pools.models import BookOrder, BookOrderStatus, Pool, PoolKind
 
@@ -87,10 +87,10 @@ def _shared_version() -> str | None:
     if _checked is not None and now - _checked[0] < VERSION_CHECK_SECONDS:
         return _checked[1]
     try:
-        version = cache.get(VENUES_VERSION_KEY)
+        version = shared_cache().get(VENUES_VERSION_KEY)
         if version is None:
-            cache.add(VENUES_VERSION_KEY, uuid.uuid4().hex)
-            version = cache.get(VENUES_VERSION_KEY)
+            shared_cache().add(VENUES_VERSION_KEY, uuid.uuid4().hex)
+            version = shared_cache().get(VENUES_VERSION_KEY)
     except Exception:  # the shared cache is down: read the database every time rather than risk stale fees
         logger.warning("venue cache version unavailable; reading pools from the database", exc_info=True)
         return None
@@ -119,7 +119,7 @@ def venues_changed() -> None:
     global _venues, _dirty, _checked
     _venues, _dirty, _checked = None, connection.in_atomic_block, None
     try:
-        cache.set(VENUES_VERSION_KEY, uuid.uuid4().hex, timeout=None)
+        shared_cache().set(VENUES_VERSION_KEY, uuid.uuid4().hex, timeout=None)
     except Exception:
         logger.exception("could not bump the venue cache version; other processes may use old fees")
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 
+from broker.cache import shared_cache
 from broker.marketdata import services as marketdata_services
 from orders.models import Order, Trade
 from pools.models import Pool, PoolKind
@@ -34,7 +34,7 @@ def settle_pending_request() -> None:
     from orders import tasks
 
     try:
-        waiting = not cache.add(SETTLE_PENDING_KEY, 1, timeout=SETTLE_PENDING_TTL_SECONDS)
+        waiting = not shared_cache().add(SETTLE_PENDING_KEY, 1, timeout=SETTLE_PENDING_TTL_SECONDS)
     except Exception:  # the shared cache is down: send one; a duplicate settles nothing twice
         waiting = False
     if not waiting:
@@ -55,7 +55,7 @@ def route_request(*, ticker_id: int, order_id: int) -> None:
 
     key = ROUTE_PENDING_KEY.format(ticker_id=ticker_id)
     try:
-        waiting = not cache.add(key, 1, timeout=ROUTE_PENDING_TTL_SECONDS)
+        waiting = not shared_cache().add(key, 1, timeout=ROUTE_PENDING_TTL_SECONDS)
     except Exception:  # the shared cache is down: send one; a duplicate routes nothing twice
         waiting = False
     if waiting:
@@ -70,7 +70,7 @@ def route_request(*, ticker_id: int, order_id: int) -> None:
 
 def route_pending_clear(*, ticker_id: int) -> None:
     try:
-        cache.delete(ROUTE_PENDING_KEY.format(ticker_id=ticker_id))
+        shared_cache().delete(ROUTE_PENDING_KEY.format(ticker_id=ticker_id))
     except Exception:  # without the shared cache every order sends its own task anyway
         logger.warning("could not clear the route-pending mark", exc_info=True)
 
