@@ -3,6 +3,8 @@
 // the page's htmx fragments that listen for "live-refresh" reload themselves (at most every 300 ms),
 // and a fill is added to the #fill-feed list if the page has one.
 // Keyboard flow on the order ticket: after a submit, the first field with an error, else the quantity.
+// Only after the ticket's own swap: the quote panel's swap bubbles up too, and arrives while the user
+// types further down the form (focus moved mid-typing sent the price into the quantity field).
 window.deskFocus = function (form) {
   const field = form.querySelector(".has-error input, .has-error select") || form.querySelector("#id_quantity");
   if (field) {

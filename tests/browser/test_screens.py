@@ -263,6 +263,23 @@ def test_a_trader_cannot_open_operations_screens_but_operations_can(page: Page, 
     screenshot(page, "trade-correction")
 
 
+def test_the_quote_arriving_while_the_trader_types_leaves_the_focus_where_it_is(page: Page) -> None:
+    # given a trader on the ticket who typed a symbol and moved on to the price
+    log_in(page, "trader")
+    page.goto("/orders/ticket/")
+    page.get_by_label("Ticker").fill("NOPE")
+    page.get_by_label("Limit price").focus()  # the ticker's change event asks for its quote
+
+    # when the quote panel is swapped in
+    expect(page.locator("#quote")).to_contain_text("No active ticker NOPE.")
+
+    # then the price field keeps the focus (what is typed next goes there, not into the quantity)
+    expect(page.get_by_label("Limit price")).to_be_focused()
+    page.keyboard.type("10.25")
+    expect(page.get_by_label("Limit price")).to_have_value("10.25")
+    expect(page.get_by_label("Quantity")).to_have_value("")
+
+
 def test_the_ticket_shows_each_error_next_to_its_field(page: Page) -> None:
     # given a trader on the ticket
     log_in(page, "trader")
