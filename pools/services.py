@@ -11,6 +11,7 @@ FOR KEY SHARE checks at commit a FOR UPDATE lock would block.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -113,8 +114,11 @@ class _BookOrderIds:
 
     def __init__(self) -> None:
         self._free: list[int] = []
+        self._pid = os.getpid()
 
     def take(self) -> int:
+        if self._pid != os.getpid():  # a forked child must not hand out its parent's ids too
+            self._free, self._pid = [], os.getpid()
         if not self._free:
             with connection.cursor() as cursor:
                 cursor.execute(
@@ -123,6 +127,11 @@ class _BookOrderIds:
                 )
                 self._free = [row[0] for row in reversed(cursor.fetchall())]
         return self._free.pop()
+
+
+# One per process: a batch of matches needs two or three new ids, and a block drawn per batch cost a
+# statement each time. Ids a rolled-back batch drew are simply not used again (a gap).
+_book_order_ids = _BookOrderIds()
 
 
 class BookSession:
@@ -162,7 +171,7 @@ class BookSession:
         self._new: dict[int, BookOrder] = {}  # written by flush, with their final state
         self._changed: dict[int, tuple[int, str]] = {}  # loaded order id -> (remaining, status)
         self._executions: list[Execution] = []
-        self._ids = _BookOrderIds()
+        self._ids = _book_order_ids
         self._now = timezone.now()
 
     def _remember(self, pk: int, *, side: str, remaining: int, owner: str, client_ref: int | None) -> None:
