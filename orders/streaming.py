@@ -21,8 +21,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,34 +56,10 @@ def publish(messages: Sequence[tuple[str, dict[str, Any]]]) -> None:
     """Queue each (customer_id, payload) for that customer's group and for staff, in order; never raises."""
     if not messages:
         return
-    holding = getattr(_held, "messages", None)
-    if holding is not None:
-        holding.extend(messages)
-        return
     try:
         _publisher().put(list(messages))
     except Exception:  # the stream is best effort; the trade is already committed and queryable
         logger.exception("could not queue %d fill stream messages", len(messages))
-
-
-_held = threading.local()
-
-
-@contextmanager
-def held() -> Iterator[None]:
-    """Publish what this thread publishes inside the block as one batch when it ends (in order, also
-    when the block raises: what was published was committed). A task that commits several times in a
-    row (the route task: its batches, then their matches) so sends each group one event instead of one
-    per commit. Nested blocks publish with the outermost."""
-    if getattr(_held, "messages", None) is not None:
-        yield
-        return
-    _held.messages = []
-    try:
-        yield
-    finally:
-        messages, _held.messages = _held.messages, None
-        publish(messages)
 
 
 def flush(timeout: float = EXIT_FLUSH_SECONDS) -> bool:

@@ -33,12 +33,8 @@ FLOW: dict[str, Any] = {
 
 @shared_task(name="orders.route_order", **FLOW)
 def route_order(order_id: int) -> int:
-    # Routes this order and every other New order of its ticker (one task per ticker while one waits),
-    # then matches their books: the stream messages of all those commits go out as one batch.
-    from orders import streaming
-
-    with streaming.held():
-        return services.orders_route(order_id=order_id)
+    # Routes this order and every other New order of its ticker (one task per ticker while one waits).
+    return services.orders_route(order_id=order_id)
 
 
 @shared_task(name="orders.match_child", **FLOW)

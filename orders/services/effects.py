@@ -68,11 +68,14 @@ def route_request(*, ticker_id: int, order_id: int) -> None:
         raise
 
 
-def route_pending_clear(*, ticker_id: int) -> None:
+def route_pending_clear(*, ticker_id: int) -> bool:
+    """Clear the ticker's mark; False when the shared cache could not be reached (the mark may stay)."""
     try:
         shared_cache().delete(ROUTE_PENDING_KEY.format(ticker_id=ticker_id))
-    except Exception:  # without the shared cache every order sends its own task anyway
+    except Exception:
         logger.warning("could not clear the route-pending mark", exc_info=True)
+        return False
+    return True
 
 
 def queue_for(pool: Pool | str) -> str:

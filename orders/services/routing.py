@@ -9,11 +9,12 @@ decision.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -21,12 +22,14 @@ from broker.sql import update_rows
 from orders import kill_switch
 from orders import routing as router
 from orders.models import ChildOrder, ChildStatus, EventKind, Order, OrderEvent, OrderStatus, OrderType, TimeInForce
-from orders.services.effects import Effects, queue_for, route_pending_clear
+from orders.services.effects import ROUTE_PENDING_TTL_SECONDS, Effects, queue_for, route_pending_clear
 from orders.services.transitions import transition
 from pools import selectors as pool_selectors
 from pools import services as pool_services
 from pools.models import BookOrder, BookOrderStatus, PoolKind
 from settlement import services as settlement_services
+
+logger = logging.getLogger(__name__)
 
 
 def venues(kind: str, *, halted: Collection[int]) -> list[router.Venue]:
@@ -201,8 +204,10 @@ def _books(routed: list[tuple[Order, list[router.ChildPlan]]]) -> dict[tuple[int
     }
 
 
-# New orders of one ticker routed per transaction; more waiting go in the next one.
+# New orders of one ticker routed per transaction; more waiting go in the next one, and past
+# ROUTE_BATCHES_PER_TASK batches in a follow-up task.
 ROUTE_BATCH = 200
+ROUTE_BATCHES_PER_TASK = 5
 
 
 def _immediate() -> Q:
@@ -233,13 +238,23 @@ def orders_route(*, order_id: int, match_now: bool = True) -> int:
     # Before reading what is New: an order committed after this sends a task of its own. Even when this
     # task's own order was routed meanwhile (by an earlier task of the ticker), the orders accepted while
     # this task was waiting counted on it.
-    route_pending_clear(ticker_id=ticker_id)
+    if not route_pending_clear(ticker_id=ticker_id):
+        # The mark may stay up to its expiry, and orders accepted meanwhile send no task: one more, then.
+        _route_again(order_id=order_id, countdown=ROUTE_PENDING_TTL_SECONDS)
     if status == OrderStatus.NEW and time_in_force == TimeInForce.FOK:
         order_route(order_id=order_id, match_now=match_now)
     pool_services.books_ensure(ticker_id=ticker_id)  # outside the orders' transaction: it locks books
     handled: set[int] = set()
-    while True:
-        batch, books = _route_batch(ticker_id=ticker_id)
+    for _ in range(ROUTE_BATCHES_PER_TASK):
+        try:
+            batch, books = _route_batch(ticker_id=ticker_id)
+        except OperationalError:
+            raise  # transient: the task is retried, and claims again whatever is still New
+        except Exception:
+            # One bad order must not hold up its whole ticker: route the batch's orders one at a time.
+            logger.exception("a route batch of ticker %s failed; routing its orders one at a time", ticker_id)
+            handled.update(_route_singly(ticker_id=ticker_id, match_now=match_now))
+            break
         handled.update(batch)
         full = len(batch) == ROUTE_BATCH
         if books and match_now and not full:
@@ -251,9 +266,42 @@ def orders_route(*, order_id: int, match_now: bool = True) -> int:
             Effects(books=books).run()
         if not full:
             break
+    else:
+        # A long burst: the rest goes to a fresh task, so none runs into its time limit mid-batch.
+        _route_again(order_id=order_id, countdown=0)
     if status == OrderStatus.NEW and order_id not in handled:
         order_route(order_id=order_id, match_now=match_now)
     return len(handled)
+
+
+def _route_again(*, order_id: int, countdown: float) -> None:
+    """Send one more route task for this order's ticker, whatever mark is set (best effort: the sweeper
+    re-drives any order left New)."""
+    from orders import tasks
+
+    try:
+        tasks.route_order.apply_async(args=(order_id,), countdown=countdown)
+    except Exception:
+        logger.exception("could not send a follow-up route task for order %s", order_id)
+
+
+def _route_singly(*, ticker_id: int, match_now: bool) -> set[int]:
+    """Route the oldest New orders of the ticker each in a transaction of its own (`order_route`), as
+    before batches: an order that fails is logged and stays New for the sweeper, the others go on."""
+    order_ids = list(
+        Order.objects.filter(ticker_id=ticker_id, status=OrderStatus.NEW)
+        .exclude(time_in_force=TimeInForce.FOK)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:ROUTE_BATCH]
+    )
+    for order_id in order_ids:
+        try:
+            order_route(order_id=order_id, match_now=match_now)
+        except OperationalError:
+            raise
+        except Exception:
+            logger.exception("routing order %s failed; it stays New", order_id)
+    return set(order_ids)
 
 
 def _route_batch(*, ticker_id: int) -> tuple[list[int], dict[tuple[int, int], str]]:
@@ -286,7 +334,8 @@ def _route_batch(*, ticker_id: int) -> tuple[list[int], dict[tuple[int, int], st
         for order in orders:
             halt = halts.reason(customer_id=order.customer_id, ticker_id=ticker_id)
             if halt or not lit:
-                # Only immediate orders were claimed under a halt: they end now.
+                # Only immediate orders were claimed under a halt (the claim read this same snapshot).
+                assert is_immediate(order_type=order.order_type, time_in_force=order.time_in_force)
                 _cancel_unrouted(order, reason=halt or _no_lit_venue_reason(order=order, halts=halts))
                 continue
             routed.append((order, _route_one(order, market=market, events=events)))

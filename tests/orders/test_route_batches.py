@@ -163,3 +163,51 @@ def test_orders_another_transaction_holds_are_skipped_and_the_task_s_own_order_i
     assert outcome == [0]
     assert _status(own) == OrderStatus.ROUTED
     assert _status(held) == OrderStatus.NEW
+
+
+def test_an_order_whose_routing_fails_does_not_hold_up_the_rest_of_its_ticker(
+    market: Market, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given three New orders of COIN, the middle one failing in the router's planning (an injected fault:
+    # any non-transient error inside a batch, which rolls back the batch's 200 orders)
+    from orders import routing as router
+
+    plan = router.plan_children
+
+    def plan_failing_for_13_shares(**kwargs: object) -> object:
+        if kwargs["quantity"] == 13:
+            raise ValueError("an injected planning fault")
+        return plan(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(router, "plan_children", plan_failing_for_13_shares)
+    good, bad, later = place(price="256.00"), place(price="256.00", quantity=13), place(price="256.00")
+
+    # when the ticker's route task runs
+    services.orders_route(order_id=good.pk, match_now=False)
+
+    # then the others are routed one at a time, the failing one stays New for the sweeper, and both
+    # failures are in the log
+    assert _status(good) == OrderStatus.ROUTED
+    assert _status(later) == OrderStatus.ROUTED
+    assert _status(bad) == OrderStatus.NEW
+    assert not ChildOrder.objects.filter(parent=bad).exists()
+    assert "a route batch of ticker" in caplog.text
+    assert f"routing order {bad.pk} failed" in caplog.text
+
+
+def test_a_long_burst_goes_on_in_a_follow_up_task(market: Market, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given five New orders of COIN, and batches of two with at most two batches per task
+    from orders.services import routing
+
+    monkeypatch.setattr(routing, "ROUTE_BATCH", 2)
+    monkeypatch.setattr(routing, "ROUTE_BATCHES_PER_TASK", 2)
+    orders = [place(price="256.00") for _ in range(5)]
+
+    # when the first order's task runs
+    claimed = services.orders_route(order_id=orders[0].pk, match_now=False)
+
+    # then it routed two full batches and left the fifth order to a follow-up task it sent
+    assert claimed == 4
+    assert [_status(order) for order in orders].count(OrderStatus.ROUTED) == 4
+    assert _status(orders[4]) == OrderStatus.NEW
+    assert _route_tasks([orders[0].pk]) == 1

@@ -94,28 +94,6 @@ def test_messages_arrive_in_the_order_they_were_published_for_the_customer_and_f
         assert [payload["sequence"] for payload in staff.receive(300, run=run)] == expected
 
 
-def test_what_a_held_block_publishes_goes_out_at_its_end_as_one_event_per_group_in_order() -> None:
-    # given a subscriber on a customer's group
-    run, customer_id = uuid.uuid4().hex, new_customer_id()
-    with subscribed(streaming.customer_group(customer_id)) as (customer,):
-        # when three commits publish inside one held block (as the route task's batches and matches do),
-        # with a flush inside the block that would send anything already queued
-        with streaming.held():
-            for number in range(3):
-                streaming.publish([(customer_id, {"type": "order", "run": run, "sequence": number})])
-            assert streaming.flush(timeout=RECEIVE_GUARD_SECONDS)
-            with streaming.held():  # a nested block publishes with the outer one
-                streaming.publish([(customer_id, {"type": "fill", "run": run, "sequence": 3})])
-        assert streaming.flush(timeout=RECEIVE_GUARD_SECONDS)
-
-        # then the group received them as one channel-layer event, in publish order
-        async def receive() -> dict[str, Any]:
-            return await asyncio.wait_for(customer.layer.receive(customer.channel), RECEIVE_GUARD_SECONDS)
-
-        event = async_to_sync(receive)()
-        assert [payload["sequence"] for payload in event["payloads"]] == [0, 1, 2, 3]
-
-
 def test_a_forked_pool_child_publishes_with_its_own_thread_and_flushes_on_its_way_out() -> None:
     # given this process's publisher thread is running (a Celery parent imports, may publish, then forks)
     run, customer_id = uuid.uuid4().hex, new_customer_id()
