@@ -3,7 +3,8 @@
 The write paths take their row locks in one global order (orders/services.py), so a deadlock between
 them should not happen; this is the last line of defence for what the order cannot cover (a lock
 taken by something outside the services, an operator's SQL session). A request that still loses
-after a few tries is a 503 with Retry-After, never a 500.
+after a few tries is a 503 with Retry-After, never a 500. So is a request that found no free database
+connection within the pool's timeout (`is_overloaded`: the server is saturated).
 """
 
 from __future__ import annotations
@@ -33,6 +34,24 @@ class Busy(ApplicationError):
 
     status_code = 503
     retry_after = 1  # seconds, sent as the Retry-After header
+
+
+class Overloaded(ApplicationError):
+    """No database connection came free in time (the pool's timeout): the server is saturated."""
+
+    status_code = 503
+    retry_after = 1
+
+
+OVERLOADED_MESSAGE = "The server is busy; try again in a moment."
+
+
+def is_overloaded(error: BaseException | None) -> bool:
+    """True for Django's OperationalError raised because the connection pool had no connection to give
+    within its timeout: the request waited behind a backlog, and nothing of it was written."""
+    from psycopg_pool import PoolTimeout
+
+    return isinstance(error, OperationalError) and isinstance(error.__cause__, PoolTimeout)
 
 
 def is_lock_conflict(error: BaseException) -> bool:

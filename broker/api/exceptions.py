@@ -12,9 +12,12 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from broker.api.parsers import request_too_large
 from broker.exceptions import ApplicationError
+from broker.transactions import OVERLOADED_MESSAGE, Overloaded, is_overloaded
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if is_overloaded(exc):
+        exc = Overloaded(OVERLOADED_MESSAGE)
     if isinstance(exc, ApplicationError):
         body: dict[str, Any] = dict(exc.errors) if exc.errors else {"detail": exc.message}
         retry_after = getattr(exc, "retry_after", None)  # broker.transactions.Busy (503)

@@ -9,8 +9,9 @@ and drift. This drf-spectacular post-processing hook adds them by what an operat
 - a path parameter or a paginated list (`?page=` past the end): 404;
 - query parameters or a request body: 400, naming each bad field;
 - a request body: 413 (too large) and 415 (not JSON, a form or multipart);
-- a write (POST, PUT, PATCH, DELETE): 503 when the database kept refusing it for lock conflicts (with
-  Retry-After).
+- every operation behind a token, and every write: 503 (with Retry-After) when the server was too busy to
+  give it a database connection in time, or, for a write, the database kept refusing it for lock
+  conflicts.
 
 A status that only some operations give (409 for an order's clientOrderId or a finished order) is
 declared on the view with `extend_schema` (a description is enough: the hook adds the error body to
@@ -39,7 +40,8 @@ DESCRIPTIONS = {
     "413": "The request body is too large.",
     "415": "The body is not JSON (or a form).",
     "429": "Too many requests for this token; see Retry-After.",
-    "503": "The database kept refusing the change for a lock conflict; try again after Retry-After.",
+    "503": "The database kept refusing the change for a lock conflict, or the server is saturated; try again "
+    "after Retry-After.",
 }
 
 
@@ -67,7 +69,9 @@ def _statuses(method: str, operation: dict[str, Any]) -> list[str]:
         statuses.append("400")
     if has_body:
         statuses += ["413", "415"]
-    if method in WRITE_METHODS:
+    # Any operation may find the server saturated (no database connection in time); writes may also
+    # lose a lock conflict. Health answers its own 503.
+    if not public or method in WRITE_METHODS:
         statuses.append("503")
     return statuses
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
@@ -11,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from broker.celery import app as celery_app
+from broker.transactions import OVERLOADED_MESSAGE, Overloaded, is_overloaded
 
 
 def _database_ok() -> bool:
@@ -63,6 +66,16 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    # Called while the uncaught exception is being handled. A request that waited for a database
+    # connection past the pool's timeout (outside a DRF view: a screen, the session middleware) is a
+    # saturated server, not a bug: 503 with Retry-After, as the API answers it.
+    if is_overloaded(sys.exc_info()[1]):
+        if request.path.startswith("/api/"):
+            response: HttpResponse = JsonResponse({"detail": OVERLOADED_MESSAGE}, status=503)
+        else:
+            response = HttpResponse(OVERLOADED_MESSAGE, status=503, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(Overloaded.retry_after)
+        return response
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Internal error; it has been logged."}, status=500)
     return defaults.server_error(request)
