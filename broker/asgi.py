@@ -2,10 +2,11 @@
 
 import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import django
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.http import FileResponse, HttpRequest, HttpResponseBase
 
@@ -17,13 +18,39 @@ class OneHopASGIHandler(ASGIHandler):
     auth, messages...) through its own `sync_to_async`: 17 thread hops per API request, about 3 ms of
     CPU, more than the order entry view itself. Every view here is synchronous, so the whole chain runs
     synchronously in one hop instead; the response (streamed CSV included) is still sent by the event
-    loop. Each request keeps its own thread (Django's ThreadSensitiveContext per request), so its
-    database connection is the one the view used.
+    loop. Each request keeps one thread for all its synchronous parts (a ThreadSensitiveContext per
+    request, as Django does), so its database connection is the one the view used.
+
+    Django's own context starts a new thread for every request and a second one to join it, and
+    everything a library keeps per thread starts over with it: Celery's Redis result backend alone
+    (thread-local, since it is not thread-safe) cost 1.5 ms of CPU per order entered. So the
+    single-thread executors are kept and handed to the next request instead, as a threaded WSGI server
+    keeps its threads; Django is built for state carried over between requests on one thread.
     """
+
+    # Idle executors kept for reuse; more than this many requests at once get executors that are
+    # shut down after their request.
+    KEEP_EXECUTORS = 32
 
     def __init__(self) -> None:
         super().__init__()
         self.load_middleware(is_async=False)
+        self._idle: list[ThreadPoolExecutor] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        executor = self._idle.pop() if self._idle else ThreadPoolExecutor(1, thread_name_prefix="request")
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            # A view still running for a client that went away only delays the executor's next
+            # request behind it: its one thread runs one call at a time.
+            if len(self._idle) < self.KEEP_EXECUTORS:
+                self._idle.append(executor)
+            else:
+                executor.shutdown(wait=False)
 
     async def run_get_response(self, request: HttpRequest) -> HttpResponseBase:
         response = await sync_to_async(self.get_response, thread_sensitive=True)(request)
