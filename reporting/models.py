@@ -125,3 +125,108 @@ class BreakComment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reconciliation_break_id}: {self.text[:40]}"
+
+
+# --- Nightly aggregation (reporting/aggregation.py computes every row; nothing else writes them) --------
+#
+# One row per key and trading day (a date in America/New_York), recomputed in place: a unique key per
+# table makes a duplicate day impossible, and running a day again rewrites the same rows. Money is kept
+# to the cent (notional and fees are the trades' own, rounded half-up; market value and P&L are rounded
+# half-up once, where they are computed); prices and closes keep their own precision.
+
+
+class CustomerDay(models.Model):
+    """A customer's day: what they traded (that day), the running totals the original system kept per
+    customer (TotalCommissionPaid, NrTrades, TotalAmountInvested, RemainingFund), and the day's P&L and
+    valuation: this is also the customer's daily P&L row."""
+
+    customer = models.ForeignKey("broker.Customer", on_delete=models.PROTECT, related_name="report_days")
+    date = models.DateField()
+    provisional = models.BooleanField(help_text="Computed before the day ended: the nightly run recomputes it.")
+    nr_trades = models.PositiveIntegerField()
+    buy_notional = models.DecimalField(max_digits=20, decimal_places=2)
+    sell_notional = models.DecimalField(max_digits=20, decimal_places=2)
+    commission_paid = models.DecimalField(max_digits=20, decimal_places=2, help_text="The day's fees.")
+    total_nr_trades = models.PositiveIntegerField(help_text="Trades up to and including the day.")
+    total_commission_paid = models.DecimalField(max_digits=20, decimal_places=2)
+    total_amount_invested = models.DecimalField(max_digits=20, decimal_places=2, help_text="Cumulative buy notional.")
+    remaining_fund = models.DecimalField(max_digits=20, decimal_places=2, help_text="Cash at the day's close.")
+    market_value = models.DecimalField(max_digits=20, decimal_places=2)
+    trade_pnl = models.DecimalField(max_digits=20, decimal_places=2)
+    position_pnl = models.DecimalField(max_digits=20, decimal_places=2)
+    total_pnl = models.DecimalField(max_digits=20, decimal_places=2)
+    updated = models.DateTimeField(help_text="When the row was computed.")
+
+    class Meta:
+        ordering = ["date", "customer_id"]
+        constraints = [models.UniqueConstraint(fields=["customer", "date"], name="customerday_one_per_day")]
+        indexes = [models.Index(fields=["date"], name="customerday_date")]
+
+    def __str__(self) -> str:
+        return f"customer {self.customer_id} on {self.date}"
+
+
+class TickerDay(models.Model):
+    """A ticker's day on the broker's side: every trade of its customers, whatever the venue."""
+
+    ticker = models.ForeignKey("broker.Ticker", on_delete=models.PROTECT, related_name="report_days")
+    date = models.DateField()
+    provisional = models.BooleanField()
+    nr_trades = models.PositiveIntegerField()
+    volume = models.PositiveBigIntegerField()
+    notional = models.DecimalField(max_digits=20, decimal_places=2)
+    vwap = models.DecimalField(max_digits=18, decimal_places=4)
+    open = models.DecimalField(max_digits=18, decimal_places=4, help_text="First trade's price.")
+    high = models.DecimalField(max_digits=18, decimal_places=4)
+    low = models.DecimalField(max_digits=18, decimal_places=4)
+    last = models.DecimalField(max_digits=18, decimal_places=4, help_text="Last trade's price.")
+    buy_volume = models.PositiveBigIntegerField()
+    sell_volume = models.PositiveBigIntegerField()
+    lit_volume = models.PositiveBigIntegerField()
+    dark_volume = models.PositiveBigIntegerField()
+    fees = models.DecimalField(max_digits=20, decimal_places=2)
+    close = models.DecimalField(max_digits=20, decimal_places=6, null=True, help_text="Last daily bar on or before.")
+    close_date = models.DateField(null=True)
+    updated = models.DateTimeField()
+
+    class Meta:
+        ordering = ["date", "ticker_id"]
+        constraints = [models.UniqueConstraint(fields=["ticker", "date"], name="tickerday_one_per_day")]
+        indexes = [models.Index(fields=["date"], name="tickerday_date")]
+
+    def __str__(self) -> str:
+        return f"ticker {self.ticker_id} on {self.date}"
+
+
+class PositionSnapshot(models.Model):
+    """A customer's position in one ticker at a day's close, valued at that day's close, with its P&L.
+
+    Kept for every position held at the close, and for one closed that day (quantity 0, its P&L)."""
+
+    customer = models.ForeignKey("broker.Customer", on_delete=models.PROTECT, related_name="position_snapshots")
+    ticker = models.ForeignKey("broker.Ticker", on_delete=models.PROTECT, related_name="position_snapshots")
+    date = models.DateField()
+    provisional = models.BooleanField()
+    quantity = models.BigIntegerField()
+    # Shares bought (or transferred in) and what they cost since the position was last flat at a close:
+    # the average cost, and what the next day carries forward.
+    bought_quantity = models.PositiveBigIntegerField()
+    bought_amount = models.DecimalField(max_digits=24, decimal_places=6)
+    average_cost = models.DecimalField(max_digits=18, decimal_places=4, null=True)
+    close = models.DecimalField(max_digits=20, decimal_places=6, null=True)
+    close_date = models.DateField(null=True)
+    market_value = models.DecimalField(max_digits=20, decimal_places=2)
+    trade_pnl = models.DecimalField(max_digits=20, decimal_places=2)
+    position_pnl = models.DecimalField(max_digits=20, decimal_places=2)
+    total_pnl = models.DecimalField(max_digits=20, decimal_places=2)
+    updated = models.DateTimeField()
+
+    class Meta:
+        ordering = ["date", "customer_id", "ticker_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "ticker", "date"], name="positionsnapshot_one_per_day")
+        ]
+        indexes = [models.Index(fields=["date", "customer"], name="positionsnapshot_day_customer")]
+
+    def __str__(self) -> str:
+        return f"customer {self.customer_id} ticker {self.ticker_id} on {self.date}: {self.quantity}"
