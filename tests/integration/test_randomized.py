@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from django.db import connection, transaction
@@ -14,10 +14,11 @@ from broker import services as broker_services
 from broker.exceptions import Conflict
 from broker.models import Customer
 from orders import services
-from orders.models import Order, OrderStatus
+from orders.models import Order, OrderStatus, Trade
 from pools import services as pool_services
-from pools.models import Execution
-from reporting.models import BreakKind, RunStatus
+from pools.models import Execution, PoolKind
+from reporting import aggregation
+from reporting.models import BreakKind, CustomerDay, PositionSnapshot, RunStatus, TickerDay
 from reporting.reconciliation import reconciliation_run
 from settlement import services as settlement_services
 from settlement.models import AccountKind, LedgerEntry
@@ -98,6 +99,8 @@ def test_a_randomized_day_keeps_every_invariant(stack: Stack) -> None:
     assert clean.status == RunStatus.CLEAN
     assert clean.breaks_found == 0
     assert "0 breaks" in clean.summary
+    # and the nightly aggregation of the day equals a plain recomputation over the same trades
+    _assert_aggregation_matches_trades()
 
     # when one ledger entry is tampered with and one venue execution goes missing
     fee_entry = LedgerEntry.objects.filter(account__kind=AccountKind.FEE_INCOME).order_by("pk").first()
@@ -116,3 +119,74 @@ def test_a_randomized_day_keeps_every_invariant(stack: Stack) -> None:
     kinds = sorted(tampered.breaks.values_list("kind", flat=True))
     assert kinds == [BreakKind.LEDGER_UNBALANCED, BreakKind.TRADE_WITHOUT_EXECUTION]
     connection.close()
+
+
+CENT = Decimal("0.01")
+
+
+def _assert_aggregation_matches_trades() -> None:
+    """Every customer's and ticker's rows, for every day the trades span (a run across midnight in New
+    York spans two), against Python sums over the trades; the last day's cash against the ledger."""
+    first, last = aggregation.first_trade_day(), aggregation.today()
+    assert first is not None
+    days = aggregation.days_to_report(first, last)
+    aggregation.days_aggregate(days)
+
+    trades = list(Trade.objects.filter(busted=False).select_related("pool", "ticker").order_by("trade_date", "pk"))
+    assert len(trades) > 500
+    by_day: dict[object, list[Trade]] = {}
+    for trade in trades:
+        by_day.setdefault(aggregation.trading_day(trade.trade_date), []).append(trade)
+    assert set(by_day) <= set(days)
+
+    def notional(trade: Trade) -> Decimal:
+        return (trade.price * trade.quantity).quantize(CENT, rounding=ROUND_HALF_UP)
+
+    cash = {customer.pk: cash_balance(customer_id=customer.pk) for customer in Customer.objects.all()}
+    totals: dict[int, dict[str, Decimal]] = {}
+    for day in days:
+        day_trades = by_day.get(day, [])
+        for customer in Customer.objects.all():
+            mine = [trade for trade in day_trades if trade.customer_id == customer.pk]
+            total = totals.setdefault(customer.pk, {"nr": Decimal(0), "fees": Decimal(0), "invested": Decimal(0)})
+            total["nr"] += len(mine)
+            total["fees"] += sum((trade.fee for trade in mine), Decimal(0))
+            total["invested"] += sum((notional(trade) for trade in mine if trade.direction == "Buy"), Decimal(0))
+            row = CustomerDay.objects.get(customer=customer, date=day)
+            assert row.nr_trades == len(mine)
+            assert row.buy_notional == sum((notional(t) for t in mine if t.direction == "Buy"), Decimal(0))
+            assert row.sell_notional == sum((notional(t) for t in mine if t.direction == "Sell"), Decimal(0))
+            assert row.commission_paid == sum((t.fee for t in mine), Decimal(0))
+            assert (row.total_nr_trades, row.total_commission_paid, row.total_amount_invested) == (
+                total["nr"],
+                total["fees"],
+                total["invested"],
+            )
+        for symbol in TICKERS:
+            theirs = [trade for trade in day_trades if trade.ticker.symbol == symbol]
+            stored = TickerDay.objects.filter(ticker__symbol=symbol, date=day).first()
+            if not theirs:
+                assert stored is None
+                continue
+            assert stored is not None
+            volume = sum(trade.quantity for trade in theirs)
+            value = sum((trade.price * trade.quantity for trade in theirs), Decimal(0))
+            assert (stored.nr_trades, stored.volume) == (len(theirs), volume)
+            assert stored.notional == sum((notional(trade) for trade in theirs), Decimal(0))
+            assert stored.vwap == (value / volume).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+            assert (stored.open, stored.last) == (theirs[0].price, theirs[-1].price)
+            assert (stored.high, stored.low) == (max(t.price for t in theirs), min(t.price for t in theirs))
+            assert stored.buy_volume == sum(t.quantity for t in theirs if t.direction == "Buy")
+            assert stored.lit_volume == sum(t.quantity for t in theirs if t.pool.kind == PoolKind.LIT)
+            assert stored.lit_volume + stored.dark_volume == volume
+            assert stored.fees == sum((t.fee for t in theirs), Decimal(0))
+
+    # The last day's close: the ledger's cash is the remaining fund, the holdings are the positions.
+    for customer in Customer.objects.all():
+        row = CustomerDay.objects.get(customer=customer, date=days[-1])
+        assert row.remaining_fund == cash[customer.pk]
+        positions = dict(
+            PositionSnapshot.objects.filter(customer=customer, date=days[-1]).values_list("ticker__symbol", "quantity")
+        )
+        held = {symbol: int(h.quantity) for symbol, h in holdings(customer_id=customer.pk).items() if h.quantity}
+        assert {symbol: quantity for symbol, quantity in positions.items() if quantity} == held
