@@ -27,6 +27,7 @@ from bench import baseline, engine_bench, plot, sustain
 from bench.memory import worker_rss_mb
 from bench.pgstat import PeakConnections
 from bench.report import (
+    AGGREGATION_RATIO,
     BASE_DIR,
     BASELINE,
     DIAGNOSTIC,
@@ -151,6 +152,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--plot",
         default=os.environ.get("BENCH_PLOT", str(PLOT_PATH)),
         help="where a complete run draws the capacity plot; empty: nowhere [BENCH_PLOT, docs/performance-capacity.png]",
+    )
+    parser.add_argument(
+        "--aggregation-trades",
+        type=int,
+        default=_env_int("BENCH_AGGREGATION_TRADES", 1_000_000),
+        help="generated trades the reporting aggregation runs over; 0 skips the phase "
+        "[BENCH_AGGREGATION_TRADES, 1000000]",
     )
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench reference row")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (database, logs) afterwards")
@@ -619,4 +627,28 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
         + "; ".join(f"{when}: {_number_mb(megabytes)}" for when, megabytes in memory)
         + "."
     )
+
+    def reporting_aggregation() -> None:
+        from bench import aggregation
+
+        result = aggregation.run(trades=options.aggregation_trades)
+        report.add(
+            Row(
+                f"{AGGREGATION_RATIO} ({result.trades:,} trades over {result.days} days: product / hand-written "
+                "GROUP BY)",
+                result.ratio,
+                "x",
+            )
+        )
+        report.note(
+            f"Aggregation: {result.trades:,} generated trades over the last {result.days} XNYS sessions up to "
+            f"{aggregation.LAST_BAR_DAY} loaded with COPY in {result.load_seconds:.1f} s; the product's "
+            f"`days_aggregate` over every day took {result.product_seconds:.2f} s ({result.rows:,} rows "
+            f"written), the three hand-written INSERT ... SELECT ... GROUP BY over the same rows "
+            f"{result.baseline_seconds:.2f} s (bench/aggregation.py)."
+        )
+
+    # Last: a million more trades would weigh on every phase after it.
+    if options.aggregation_trades:
+        _phase(report, clock, "reporting aggregation", reporting_aggregation)
     report.evaluate_aims(rate=options.rate, light_rate=options.light_rate)

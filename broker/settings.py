@@ -218,6 +218,8 @@ CELERY_TASK_ROUTES = {
     "orders.settle_pending": {"queue": "settlement"},
     "orders.settle_due": {"queue": "settlement"},
     "reporting.reconcile": {"queue": "reporting"},
+    "reporting.aggregate_nightly": {"queue": "reporting"},
+    "reporting.reaggregate_from": {"queue": "reporting"},
     "marketdata.*": {"queue": "marketdata"},
 }
 # Publishing must not hang an HTTP request when the broker is down; the sweeper re-drives the order.

@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("orders.api.urls")),
     path("api/", include("broker.api.urls")),
+    path("api/", include("reporting.api.urls")),
     # Staff screens
     path("", RedirectView.as_view(pattern_name="orders:blotter"), name="home"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),

@@ -1,5 +1,6 @@
 """Reconciliation in the admin: runs (read-only, with a "Run reconciliation now" button) and breaks,
-which staff assign, comment on and resolve through `reporting.reconciliation`'s services."""
+which staff assign, comment on and resolve through `reporting.reconciliation`'s services. The nightly
+aggregation's rows: read-only, with an action that recomputes the selected days."""
 
 from __future__ import annotations
 
@@ -14,11 +15,19 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from broker.admin_base import AppendOnlyAdmin, ServiceFormAdmin
+from broker.admin_base import AppendOnlyAdmin, RecordAdmin, ServiceFormAdmin, customer_column, ticker_column
 from broker.exceptions import ApplicationError
 from broker.text import TextFormField
-from reporting import reconciliation
-from reporting.models import Break, BreakComment, BreakStatus, ReconciliationRun
+from reporting import aggregation, reconciliation
+from reporting.models import (
+    Break,
+    BreakComment,
+    BreakStatus,
+    CustomerDay,
+    PositionSnapshot,
+    ReconciliationRun,
+    TickerDay,
+)
 from reporting.reconciliation import COMMENT_TEXT, RESOLUTION_TEXT
 
 RUN_PERMISSION = "reporting.run_reconciliation"
@@ -168,3 +177,91 @@ class BreakAdmin(ServiceFormAdmin):
         for break_id in open_ids:
             reconciliation.break_assign(break_id=break_id, assignee=request.user, actor=request.user)
         self.message_user(request, f"{len(open_ids)} breaks assigned to {request.user.get_username()}.")
+
+
+# --- the nightly aggregation's rows ------------------------------------------------------------------
+
+
+class ReportDayAdmin(RecordAdmin):
+    """Rows only the aggregation writes; the action recomputes their days with it."""
+
+    date_hierarchy = "date"
+    list_filter = ["provisional", "date"]
+    actions = ["rerun_aggregation"]
+
+    def has_run_reconciliation_permission(self, request: HttpRequest) -> bool:
+        # The reconciliation run's permission: the same staff re-check the books and re-run their reports.
+        return request.user.has_perm(RUN_PERMISSION)
+
+    @admin.action(description="Re-run aggregation for this day", permissions=["run_reconciliation"])
+    def rerun_aggregation(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        days = sorted(set(queryset.values_list("date", flat=True)))
+        # Each day carries its totals into the stored days after it, so recomputing from the earliest
+        # selected day covers every selected day and every day after, each once.
+        count = aggregation.days_after_correction(days[0])
+        selected = ", ".join(str(day) for day in days)
+        plural = "" if count == 1 else "s"
+        self.message_user(request, f"Re-aggregated {count} day{plural} from {days[0]} (selected: {selected}).")
+
+
+@admin.register(CustomerDay)
+class CustomerDayAdmin(ReportDayAdmin):
+    list_display = [
+        "date",
+        customer_column,
+        "provisional",
+        "nr_trades",
+        "buy_notional",
+        "sell_notional",
+        "commission_paid",
+        "remaining_fund",
+        "market_value",
+        "total_pnl",
+        "updated",
+    ]
+    list_select_related = ["customer"]
+    search_fields = ["customer__customer_id"]
+
+
+@admin.register(TickerDay)
+class TickerDayAdmin(ReportDayAdmin):
+    list_display = [
+        "date",
+        ticker_column,
+        "provisional",
+        "nr_trades",
+        "volume",
+        "notional",
+        "vwap",
+        "open",
+        "high",
+        "low",
+        "last",
+        "fees",
+        "close",
+        "close_date",
+    ]
+    list_select_related = ["ticker"]
+    search_fields = ["ticker__symbol"]
+
+
+@admin.register(PositionSnapshot)
+class PositionSnapshotAdmin(RecordAdmin):
+    date_hierarchy = "date"
+    list_display = [
+        "date",
+        customer_column,
+        ticker_column,
+        "provisional",
+        "quantity",
+        "average_cost",
+        "close",
+        "close_date",
+        "market_value",
+        "trade_pnl",
+        "position_pnl",
+        "total_pnl",
+    ]
+    list_filter = ["provisional", "date"]
+    list_select_related = ["customer", "ticker"]
+    search_fields = ["customer__customer_id", "ticker__symbol"]

@@ -1,8 +1,9 @@
 """The nightly aggregation: per trading day, position snapshots, customer days and ticker days, in SQL.
 
 A trading day is a date in America/New_York; a trade belongs to the day of its `trade_date` there.
-Each day is computed by three set-based statements (no Python loop over trades), in one transaction,
-under one advisory lock (two aggregations never interleave):
+Each day is one set-based statement (no Python loop over trades) of three upserts, in one
+transaction, under one advisory lock (two aggregations never interleave); the window's trades are
+read once for all three:
 
 1. positions: the previous stored day's snapshot (the latest day before, whatever the gap) plus every
    trade and share transfer since its close, grouped per (customer, ticker), valued at the day's close;
@@ -10,7 +11,7 @@ under one advisory lock (two aggregations never interleave):
    the sums of the day's positions;
 3. tickers: the day's trades grouped per ticker.
 
-Each statement upserts on the table's unique key, and rows of the day it did not touch (a position or
+Each upsert is on the table's unique key, and rows of the day it did not touch (a position or
 ticker whose only trade was busted since) are deleted: running a day twice leaves the same rows.
 Running totals carry forward from the previous stored day, so a day's rows are only right when the
 days before are: `days_aggregate` goes in date order, and a correction re-computes its day and every
@@ -84,24 +85,30 @@ def _close(alias: str, ticker: str, day_param: str) -> str:
         ) {alias} ON true"""  # noqa: S608 - module constants and aliases only
 
 
-POSITIONS_SQL = f"""
-WITH prev AS (
+# The whole day in one statement: the window's trades are read once, and the three upserts are
+# data-modifying CTEs (each runs exactly once, whether or not the outer query reads it); the customers'
+# upsert sums the positions this very statement wrote, from their RETURNING rows.
+DAY_SQL = f"""
+WITH trades AS MATERIALIZED (
+    SELECT t.id, t.customer_id, t.ticker_id, t.pool_id, t.direction, t.quantity, t.price, t.fee, t.trade_date,
+           {_SIGNED} AS signed, {_NOTIONAL} AS notional, {_CASH} AS cash, t.trade_date >= %(start)s AS today
+    FROM {_TRADES} t
+    WHERE NOT t.busted AND t.trade_date >= %(since)s AND t.trade_date < %(end)s
+), prev AS (
     SELECT customer_id, ticker_id, quantity,
            CASE WHEN quantity = 0 THEN 0 ELSE bought_quantity END AS bought_quantity,
            CASE WHEN quantity = 0 THEN 0 ELSE bought_amount END AS bought_amount
     FROM reporting_positionsnapshot WHERE date = %(prev)s
-), trades AS (
-    SELECT t.customer_id, t.ticker_id,
-           SUM({_SIGNED}) AS moved,
-           SUM({_SIGNED}) FILTER (WHERE t.trade_date < %(start)s) AS moved_before,
-           SUM(t.quantity) FILTER (WHERE t.direction = 'Buy') AS bought,
-           SUM({_NOTIONAL}) FILTER (WHERE t.direction = 'Buy') AS bought_amount,
-           SUM({_SIGNED}) FILTER (WHERE t.trade_date >= %(start)s) AS day_moved,
-           SUM({_SIGNED} * t.price) FILTER (WHERE t.trade_date >= %(start)s) AS day_value,
-           bool_or(t.trade_date >= %(start)s) AS traded
-    FROM {_TRADES} t
-    WHERE NOT t.busted AND t.trade_date >= %(since)s AND t.trade_date < %(end)s
-    GROUP BY t.customer_id, t.ticker_id
+), position_trades AS (
+    SELECT customer_id, ticker_id,
+           SUM(signed) AS moved,
+           SUM(signed) FILTER (WHERE NOT today) AS moved_before,
+           SUM(quantity) FILTER (WHERE direction = 'Buy') AS bought,
+           SUM(notional) FILTER (WHERE direction = 'Buy') AS bought_amount,
+           SUM(signed) FILTER (WHERE today) AS day_moved,
+           SUM(signed * price) FILTER (WHERE today) AS day_value,
+           bool_or(today) AS traded
+    FROM trades GROUP BY customer_id, ticker_id
 ), transfers AS (
     SELECT a.customer_id, k.id AS ticker_id,
            SUM(e.amount)::bigint AS moved,
@@ -116,7 +123,7 @@ WITH prev AS (
     GROUP BY a.customer_id, k.id
 ), keys AS (
     SELECT customer_id, ticker_id FROM prev WHERE quantity <> 0
-    UNION SELECT customer_id, ticker_id FROM trades
+    UNION SELECT customer_id, ticker_id FROM position_trades
     UNION SELECT customer_id, ticker_id FROM transfers
 ), moved AS (
     SELECT k.customer_id, k.ticker_id,
@@ -129,7 +136,7 @@ WITH prev AS (
            COALESCE(t.traded, false) AS traded
     FROM keys k
     LEFT JOIN prev p ON p.customer_id = k.customer_id AND p.ticker_id = k.ticker_id
-    LEFT JOIN trades t ON t.customer_id = k.customer_id AND t.ticker_id = k.ticker_id
+    LEFT JOIN position_trades t ON t.customer_id = k.customer_id AND t.ticker_id = k.ticker_id
     LEFT JOIN transfers x ON x.customer_id = k.customer_id AND x.ticker_id = k.ticker_id
 ), valued AS (
     SELECT m.*, c.close, c.date AS close_date,
@@ -140,88 +147,72 @@ WITH prev AS (
     {_close("c", "m.ticker_id", "day")}
     {_close("pc", "m.ticker_id", "previous_day")}
     WHERE m.quantity <> 0 OR m.carried <> 0 OR m.traded
-)
-INSERT INTO reporting_positionsnapshot (
-    customer_id, ticker_id, date, provisional, quantity, bought_quantity, bought_amount, average_cost,
-    close, close_date, market_value, trade_pnl, position_pnl, total_pnl, updated
-)
-SELECT customer_id, ticker_id, %(day)s, %(provisional)s, quantity, bought_quantity, bought_amount,
-       CASE WHEN bought_quantity > 0 THEN round(bought_amount / bought_quantity, 4) END,
-       close, close_date, market_value, trade_pnl, position_pnl, trade_pnl + position_pnl, now()
-FROM valued
-ON CONFLICT (customer_id, ticker_id, date) DO UPDATE SET
-    provisional = EXCLUDED.provisional, quantity = EXCLUDED.quantity,
-    bought_quantity = EXCLUDED.bought_quantity, bought_amount = EXCLUDED.bought_amount,
-    average_cost = EXCLUDED.average_cost, close = EXCLUDED.close, close_date = EXCLUDED.close_date,
-    market_value = EXCLUDED.market_value, trade_pnl = EXCLUDED.trade_pnl,
-    position_pnl = EXCLUDED.position_pnl, total_pnl = EXCLUDED.total_pnl, updated = EXCLUDED.updated
-"""  # noqa: S608 - module constants only
-
-CUSTOMERS_SQL = f"""
-WITH window_trades AS (
-    SELECT t.customer_id,
-           COUNT(*) AS nr,
-           SUM(t.fee) AS fees,
-           SUM({_NOTIONAL}) FILTER (WHERE t.direction = 'Buy') AS invested,
-           SUM({_CASH}) AS cash,
-           COUNT(*) FILTER (WHERE t.trade_date >= %(start)s) AS day_nr,
-           SUM({_NOTIONAL}) FILTER (WHERE t.trade_date >= %(start)s AND t.direction = 'Buy') AS day_buy,
-           SUM({_NOTIONAL}) FILTER (WHERE t.trade_date >= %(start)s AND t.direction = 'Sell') AS day_sell,
-           SUM(t.fee) FILTER (WHERE t.trade_date >= %(start)s) AS day_fees
-    FROM {_TRADES} t
-    WHERE NOT t.busted AND t.trade_date >= %(since)s AND t.trade_date < %(end)s
-    GROUP BY t.customer_id
+), positions AS (
+    INSERT INTO reporting_positionsnapshot (
+        customer_id, ticker_id, date, provisional, quantity, bought_quantity, bought_amount, average_cost,
+        close, close_date, market_value, trade_pnl, position_pnl, total_pnl, updated
+    )
+    SELECT customer_id, ticker_id, %(day)s, %(provisional)s, quantity, bought_quantity, bought_amount,
+           CASE WHEN bought_quantity > 0 THEN round(bought_amount / bought_quantity, 4) END,
+           close, close_date, market_value, trade_pnl, position_pnl, trade_pnl + position_pnl, %(stamp)s
+    FROM valued
+    ON CONFLICT (customer_id, ticker_id, date) DO UPDATE SET
+        provisional = EXCLUDED.provisional, quantity = EXCLUDED.quantity,
+        bought_quantity = EXCLUDED.bought_quantity, bought_amount = EXCLUDED.bought_amount,
+        average_cost = EXCLUDED.average_cost, close = EXCLUDED.close, close_date = EXCLUDED.close_date,
+        market_value = EXCLUDED.market_value, trade_pnl = EXCLUDED.trade_pnl,
+        position_pnl = EXCLUDED.position_pnl, total_pnl = EXCLUDED.total_pnl, updated = EXCLUDED.updated
+    RETURNING customer_id, quantity, close, trade_pnl, position_pnl
+), position_sums AS (
+    SELECT customer_id, round(SUM(quantity * COALESCE(close, 0)), 2) AS market_value,
+           SUM(trade_pnl) AS trade_pnl, SUM(position_pnl) AS position_pnl
+    FROM positions GROUP BY customer_id
+), customer_trades AS (
+    SELECT customer_id, COUNT(*) AS nr, SUM(fee) AS fees,
+           SUM(notional) FILTER (WHERE direction = 'Buy') AS invested, SUM(cash) AS cash,
+           COUNT(*) FILTER (WHERE today) AS day_nr,
+           SUM(notional) FILTER (WHERE today AND direction = 'Buy') AS day_buy,
+           SUM(notional) FILTER (WHERE today AND direction = 'Sell') AS day_sell,
+           SUM(fee) FILTER (WHERE today) AS day_fees
+    FROM trades GROUP BY customer_id
 ), funding AS (
     SELECT a.customer_id, SUM(e.amount) AS cash
     FROM settlement_ledgerentry e
     JOIN settlement_account a ON a.id = e.account_id AND a.kind = 'CustomerCash'
     WHERE {_NOT_TRADE} AND e.created_at >= %(since)s AND e.created_at < %(end)s
     GROUP BY a.customer_id
-), positions AS (
-    SELECT customer_id, round(SUM(quantity * COALESCE(close, 0)), 2) AS market_value,
-           SUM(trade_pnl) AS trade_pnl, SUM(position_pnl) AS position_pnl
-    FROM reporting_positionsnapshot WHERE date = %(day)s
-    GROUP BY customer_id
-)
-INSERT INTO reporting_customerday (
-    customer_id, date, provisional, nr_trades, buy_notional, sell_notional, commission_paid,
-    total_nr_trades, total_commission_paid, total_amount_invested, remaining_fund, market_value,
-    trade_pnl, position_pnl, total_pnl, updated
-)
-SELECT c.id, %(day)s, %(provisional)s,
-       COALESCE(w.day_nr, 0), COALESCE(w.day_buy, 0), COALESCE(w.day_sell, 0), COALESCE(w.day_fees, 0),
-       COALESCE(p.total_nr_trades, 0) + COALESCE(w.nr, 0),
-       COALESCE(p.total_commission_paid, 0) + COALESCE(w.fees, 0),
-       COALESCE(p.total_amount_invested, 0) + COALESCE(w.invested, 0),
-       COALESCE(p.remaining_fund, 0) + COALESCE(w.cash, 0) + COALESCE(f.cash, 0),
-       COALESCE(s.market_value, 0), COALESCE(s.trade_pnl, 0), COALESCE(s.position_pnl, 0),
-       COALESCE(s.trade_pnl, 0) + COALESCE(s.position_pnl, 0), now()
-FROM broker_customer c
-LEFT JOIN reporting_customerday p ON p.customer_id = c.id AND p.date = %(prev)s
-LEFT JOIN window_trades w ON w.customer_id = c.id
-LEFT JOIN funding f ON f.customer_id = c.id
-LEFT JOIN positions s ON s.customer_id = c.id
-WHERE c.created_at < %(end)s OR p.customer_id IS NOT NULL OR w.customer_id IS NOT NULL OR f.customer_id IS NOT NULL
-ON CONFLICT (customer_id, date) DO UPDATE SET
-    provisional = EXCLUDED.provisional, nr_trades = EXCLUDED.nr_trades,
-    buy_notional = EXCLUDED.buy_notional, sell_notional = EXCLUDED.sell_notional,
-    commission_paid = EXCLUDED.commission_paid, total_nr_trades = EXCLUDED.total_nr_trades,
-    total_commission_paid = EXCLUDED.total_commission_paid,
-    total_amount_invested = EXCLUDED.total_amount_invested, remaining_fund = EXCLUDED.remaining_fund,
-    market_value = EXCLUDED.market_value, trade_pnl = EXCLUDED.trade_pnl,
-    position_pnl = EXCLUDED.position_pnl, total_pnl = EXCLUDED.total_pnl, updated = EXCLUDED.updated
-"""  # noqa: S608 - module constants only
-
-TICKERS_SQL = f"""
-INSERT INTO reporting_tickerday (
-    ticker_id, date, provisional, nr_trades, volume, notional, vwap, open, high, low, last,
-    buy_volume, sell_volume, lit_volume, dark_volume, fees, close, close_date, updated
-)
-SELECT d.ticker_id, %(day)s, %(provisional)s, d.nr, d.volume, d.notional,
-       round(d.value / d.volume, 4), d.open, d.high, d.low, d.last,
-       d.buy_volume, d.sell_volume, d.lit_volume, d.dark_volume, d.fees, c.close, c.date, now()
-FROM (
-    SELECT t.ticker_id, COUNT(*) AS nr, SUM(t.quantity) AS volume, SUM({_NOTIONAL}) AS notional,
+), customers AS (
+    INSERT INTO reporting_customerday (
+        customer_id, date, provisional, nr_trades, buy_notional, sell_notional, commission_paid,
+        total_nr_trades, total_commission_paid, total_amount_invested, remaining_fund, market_value,
+        trade_pnl, position_pnl, total_pnl, updated
+    )
+    SELECT c.id, %(day)s, %(provisional)s,
+           COALESCE(w.day_nr, 0), COALESCE(w.day_buy, 0), COALESCE(w.day_sell, 0), COALESCE(w.day_fees, 0),
+           COALESCE(p.total_nr_trades, 0) + COALESCE(w.nr, 0),
+           COALESCE(p.total_commission_paid, 0) + COALESCE(w.fees, 0),
+           COALESCE(p.total_amount_invested, 0) + COALESCE(w.invested, 0),
+           COALESCE(p.remaining_fund, 0) + COALESCE(w.cash, 0) + COALESCE(f.cash, 0),
+           COALESCE(s.market_value, 0), COALESCE(s.trade_pnl, 0), COALESCE(s.position_pnl, 0),
+           COALESCE(s.trade_pnl, 0) + COALESCE(s.position_pnl, 0), %(stamp)s
+    FROM broker_customer c
+    LEFT JOIN reporting_customerday p ON p.customer_id = c.id AND p.date = %(prev)s
+    LEFT JOIN customer_trades w ON w.customer_id = c.id
+    LEFT JOIN funding f ON f.customer_id = c.id
+    LEFT JOIN position_sums s ON s.customer_id = c.id
+    WHERE c.created_at < %(end)s OR p.customer_id IS NOT NULL OR w.customer_id IS NOT NULL
+        OR f.customer_id IS NOT NULL
+    ON CONFLICT (customer_id, date) DO UPDATE SET
+        provisional = EXCLUDED.provisional, nr_trades = EXCLUDED.nr_trades,
+        buy_notional = EXCLUDED.buy_notional, sell_notional = EXCLUDED.sell_notional,
+        commission_paid = EXCLUDED.commission_paid, total_nr_trades = EXCLUDED.total_nr_trades,
+        total_commission_paid = EXCLUDED.total_commission_paid,
+        total_amount_invested = EXCLUDED.total_amount_invested, remaining_fund = EXCLUDED.remaining_fund,
+        market_value = EXCLUDED.market_value, trade_pnl = EXCLUDED.trade_pnl,
+        position_pnl = EXCLUDED.position_pnl, total_pnl = EXCLUDED.total_pnl, updated = EXCLUDED.updated
+    RETURNING 1
+), ticker_trades AS (
+    SELECT t.ticker_id, COUNT(*) AS nr, SUM(t.quantity) AS volume, SUM(t.notional) AS notional,
            SUM(t.quantity * t.price) AS value,
            (array_agg(t.price ORDER BY t.trade_date, t.id))[1] AS open,
            MAX(t.price) AS high, MIN(t.price) AS low,
@@ -231,24 +222,34 @@ FROM (
            COALESCE(SUM(t.quantity) FILTER (WHERE v.kind = 'Lit'), 0) AS lit_volume,
            COALESCE(SUM(t.quantity) FILTER (WHERE v.kind <> 'Lit'), 0) AS dark_volume,
            SUM(t.fee) AS fees
-    FROM {_TRADES} t JOIN pools_pool v ON v.id = t.pool_id
-    WHERE NOT t.busted AND t.trade_date >= %(start)s AND t.trade_date < %(end)s
+    FROM trades t JOIN pools_pool v ON v.id = t.pool_id
+    WHERE t.today
     GROUP BY t.ticker_id
-) d
-{_close("c", "d.ticker_id", "day")}
-ON CONFLICT (ticker_id, date) DO UPDATE SET
-    provisional = EXCLUDED.provisional, nr_trades = EXCLUDED.nr_trades, volume = EXCLUDED.volume,
-    notional = EXCLUDED.notional, vwap = EXCLUDED.vwap, open = EXCLUDED.open, high = EXCLUDED.high,
-    low = EXCLUDED.low, last = EXCLUDED.last, buy_volume = EXCLUDED.buy_volume,
-    sell_volume = EXCLUDED.sell_volume, lit_volume = EXCLUDED.lit_volume,
-    dark_volume = EXCLUDED.dark_volume, fees = EXCLUDED.fees, close = EXCLUDED.close,
-    close_date = EXCLUDED.close_date, updated = EXCLUDED.updated
+), tickers AS (
+    INSERT INTO reporting_tickerday (
+        ticker_id, date, provisional, nr_trades, volume, notional, vwap, open, high, low, last,
+        buy_volume, sell_volume, lit_volume, dark_volume, fees, close, close_date, updated
+    )
+    SELECT d.ticker_id, %(day)s, %(provisional)s, d.nr, d.volume, d.notional,
+           round(d.value / d.volume, 4), d.open, d.high, d.low, d.last,
+           d.buy_volume, d.sell_volume, d.lit_volume, d.dark_volume, d.fees, c.close, c.date, %(stamp)s
+    FROM ticker_trades d
+    {_close("c", "d.ticker_id", "day")}
+    ON CONFLICT (ticker_id, date) DO UPDATE SET
+        provisional = EXCLUDED.provisional, nr_trades = EXCLUDED.nr_trades, volume = EXCLUDED.volume,
+        notional = EXCLUDED.notional, vwap = EXCLUDED.vwap, open = EXCLUDED.open, high = EXCLUDED.high,
+        low = EXCLUDED.low, last = EXCLUDED.last, buy_volume = EXCLUDED.buy_volume,
+        sell_volume = EXCLUDED.sell_volume, lit_volume = EXCLUDED.lit_volume,
+        dark_volume = EXCLUDED.dark_volume, fees = EXCLUDED.fees, close = EXCLUDED.close,
+        close_date = EXCLUDED.close_date, updated = EXCLUDED.updated
+    RETURNING 1
+)
+SELECT (SELECT COUNT(*) FROM positions), (SELECT COUNT(*) FROM customers), (SELECT COUNT(*) FROM tickers)
 """  # noqa: S608 - module constants only
 
-# Rows of the day the statements above did not write in this transaction: keys with nothing left
-# (a busted trade was their only one). now() is the transaction's start, the `updated` of every row
-# this transaction wrote.
-_STALE = "DELETE FROM {table} WHERE date = %(day)s AND updated <> now()"
+# Rows of the day the statement above did not write: keys with nothing left (a busted trade was their
+# only one). Every row it wrote carries the call's own `updated` stamp.
+_STALE = "DELETE FROM {table} WHERE date = %(day)s AND updated <> %(stamp)s"
 
 
 def _previous_day(day: date) -> date | None:
@@ -266,7 +267,9 @@ def day_aggregate(day: date) -> DayResult:
         if previous is not None and CustomerDay.objects.filter(date=previous, provisional=True).exists():
             day_aggregate(previous)  # a savepoint inside this transaction, under the same lock
         end = day_start(day + timedelta(days=1))
-        provisional = timezone.now() < end
+        # Every row this call writes carries its own stamp, even twice in one transaction.
+        stamp = timezone.now()
+        provisional = stamp < end
         params: dict[str, date | datetime | bool | None] = {
             "day": day,
             "previous_day": day - timedelta(days=1),
@@ -275,18 +278,19 @@ def day_aggregate(day: date) -> DayResult:
             "end": end,
             "since": day_start(previous + timedelta(days=1)) if previous else BEGINNING,
             "provisional": provisional,
+            "stamp": stamp,
         }
-        counts = []
         with connection.cursor() as cursor:
-            for sql, model in (
-                (POSITIONS_SQL, PositionSnapshot),
-                (CUSTOMERS_SQL, CustomerDay),
-                (TICKERS_SQL, TickerDay),
-            ):
-                cursor.execute(sql, params)
-                counts.append(cursor.rowcount)
-                cursor.execute(_STALE.format(table=model._meta.db_table), params)
-    return DayResult(day, provisional, *counts)
+            cursor.execute(DAY_SQL, params)
+            positions, customers, tickers = cursor.fetchone()
+            # One round trip for the three tables' leftovers (client-side binding sends it as one text).
+            cursor.execute(
+                "; ".join(
+                    _STALE.format(table=model._meta.db_table) for model in (PositionSnapshot, CustomerDay, TickerDay)
+                ),
+                params,
+            )
+    return DayResult(day, provisional, positions, customers, tickers)
 
 
 def days_aggregate(days: Iterable[date], *, progress: Callable[[int, int, date], None] | None = None) -> int:

@@ -25,6 +25,7 @@ from broker.models import MarketDataJob
 from broker.roles import ROLE_PERMISSIONS
 from orders import roles, services
 from orders.models import Halt, HaltEvent, Order, OrderEvent, OrderStatus, Trade, TradeVersion
+from reporting import aggregation
 from tests.conftest import Market, client_for, drive, make_customers, place
 from tests.staff import PASSWORD, staff_user
 
@@ -188,11 +189,14 @@ READS = [
     "/api/tickers",
     "/api/tickers/COIN",
     "/api/tickers/COIN/history",
+    "/api/customers/000002/positions?date={today}",
+    "/api/customers/000002/pnl?start={today}&end={today}",
+    "/api/customers/000002/portfolio?date={today}",
 ]
 
 
 def _read_path(path: str) -> str:
-    return path.format(order=open_order_id(), trade=filled_trade_id())
+    return path.format(order=open_order_id(), trade=filled_trade_id(), today=aggregation.today())
 
 
 @pytest.mark.parametrize("path", READS)
@@ -206,6 +210,21 @@ def test_staff_without_a_role_read_nothing_and_each_role_with_the_blotter_reads(
     for username, role in (("t", roles.TRADER), ("o", roles.OPERATIONS), ("a", roles.ADMIN)):
         assert staff_token_client(username, role).get(_read_path(path)).status_code == 200, role
     assert client_for(CUSTOMER).get(_read_path(path)).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/reports/customers", "/api/reports/tickers"])
+def test_the_reports_across_customers_are_for_staff_with_the_blotter(books: Market, path: str) -> None:
+    # given staff without a role, staff of each role, and a client
+    path = f"{path}?date={aggregation.today()}"
+    # when / then staff need orders.view_blotter, and a client token is refused whatever it holds
+    refused = staff_token_client("nobody", NO_ROLE).get(path)
+    assert refused.status_code == 403
+    assert refused.json() == {"detail": f"You need permission {roles.VIEW_BLOTTER} to do this."}
+    for username, role in (("t", roles.TRADER), ("o", roles.OPERATIONS), ("a", roles.ADMIN)):
+        assert staff_token_client(username, role).get(path).status_code == 200, role
+    assert staff_session_client("s", roles.TRADER).get(path).status_code == 200
+    assert client_for(CUSTOMER).get(path).status_code == 403
+    assert APIClient().get(path).status_code == 401
 
 
 def test_halts_are_listed_for_the_kill_switch_only(books: Market) -> None:

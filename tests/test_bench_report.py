@@ -44,6 +44,7 @@ REQUIRED_KEYS = {
     "queries_per_order",
     "worker_rss_mb_start",
     "worker_rss_mb_end",
+    "aggregation_vs_group_by",  # issue 12's aggregation phase
 }
 
 

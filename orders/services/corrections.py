@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from django.db import transaction
 from django.db.models import F, Sum
@@ -30,6 +31,9 @@ from pools import services as pool_services
 from settlement import services as settlement_services
 
 logger = logging.getLogger(__name__)
+
+# Reports count trading days in New York (docs: the reporting contract).
+MARKET_TZ = ZoneInfo("America/New_York")
 
 
 def _trade_snapshot_change(trade: Trade, *, change: str, reason: str, actor: Actor | str) -> TradeVersion:
@@ -152,7 +156,8 @@ def trade_correct(
         TradeVersion.objects.bulk_create(versions)
         _recount_after_correction(parents=parents, children=children, events=events, actor=actor)
         OrderEvent.objects.bulk_create(events)
-        Effects(orders=parents).on_commit()
+        reports_from = min(timezone.localtime(trade.trade_date, MARKET_TZ).date() for trade in trades)
+        Effects(orders=parents, reports_from=reports_from).on_commit()
     return current
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 
 from broker.cache import shared_cache
+from broker.celery import app as celery_app
 from broker.marketdata import services as marketdata_services
 from orders.models import Order, Trade
 from pools.models import Pool, PoolKind
@@ -78,6 +80,15 @@ def route_pending_clear(*, ticker_id: int) -> bool:
     return True
 
 
+def reports_request(*, day: date) -> None:
+    """Have reporting recompute its stored days from `day` on (a trade of that day was corrected)."""
+    try:
+        # By name: orders never imports reporting (reporting reads orders, not the other way round).
+        celery_app.send_task("reporting.reaggregate_from", args=[day.isoformat()], queue="reporting")
+    except Exception:  # the broker is down: nothing re-sends this, so say what to run instead
+        logger.exception("reports from %s not recomputed: run `manage.py recover_reports` or the admin action", day)
+
+
 def queue_for(pool: Pool | str) -> str:
     """The Celery queue of a venue's matching: `lit` or `dark` (by the pool, or its kind)."""
     kind = pool if isinstance(pool, str) else pool.kind
@@ -101,6 +112,8 @@ class Effects:
     orders: dict[int, Order] = field(default_factory=dict)
     settled: list[Trade] = field(default_factory=list)
     market_data: list[int] = field(default_factory=list)  # tickers whose data is missing or stale
+    # A trade of this trading day (New York) changed: the stored reports from it on are stale.
+    reports_from: date | None = None
 
     def on_commit(self) -> None:
         # robust: a broker outage must not turn a committed order into an HTTP 500; the sweeper
@@ -129,6 +142,8 @@ class Effects:
         for trade in self.settled:
             messages.append((trade.customer.customer_id, {"type": "settled", "trade": trade_output(trade)}))
         streaming.publish(messages)
+        if self.reports_from is not None:
+            reports_request(day=self.reports_from)
         # Last: asking for market data must never delay or break the order flow above.
         for ticker_id in self.market_data:
             marketdata_services.ticker_refresh_for_order(ticker_id=ticker_id)

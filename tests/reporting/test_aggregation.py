@@ -37,7 +37,7 @@ DAY0, DAY1, DAY2 = date(2024, 3, 6), date(2024, 3, 7), date(2024, 3, 8)
 F = Decimal("5000000.00")
 
 
-def _at(day: date, hour: int) -> datetime:
+def at(day: date, hour: int) -> datetime:
     return datetime.combine(day, time(hour), tzinfo=aggregation.MARKET_TZ)
 
 
@@ -47,37 +47,44 @@ def _bar(ticker: Ticker, day: date, close: str) -> None:
     PriceBar.objects.create(ticker=ticker, date=day, **prices, volume=1, source="test")
 
 
-@pytest.fixture
-def example(market: Market) -> Customer:
+def make_example(market: Market, days: tuple[date, date, date]) -> Customer:
+    """The example of this module's docstring on the three `days` (before, first, second day)."""
+    before, first, second = days
     ticker = market["ticker"]
-    for day, close in ((DAY0, "240.00"), (DAY1, "250.00"), (DAY2, "245.00")):
+    for day, close in ((before, "240.00"), (first, "250.00"), (second, "245.00")):
         _bar(ticker, day, close)
     # The funding and the transfers in happened before the example's days. The ledger refuses any
-    # update (a trigger); this test's own transaction, rolled back at its end, sets it aside.
+    # update (a trigger); the test's own transaction, rolled back at its end, sets it aside.
     with connection.cursor() as cursor:
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the postings' deferred balance checks, now
         cursor.execute("ALTER TABLE settlement_ledgerentry DISABLE TRIGGER settlement_ledger_append_only")
-        LedgerEntry.objects.update(created_at=_at(DAY0, 9))
+        LedgerEntry.objects.update(created_at=at(before, 9))
         cursor.execute("ALTER TABLE settlement_ledgerentry ENABLE TRIGGER settlement_ledger_append_only")
         cursor.execute("SET CONSTRAINTS ALL DEFERRED")
     customer = market["customers"]["000002"]
     lit = Pool.objects.filter(kind=PoolKind.LIT).order_by("pk").first()
     rows = [
-        ("Buy", 100, "248.00", "1.00", _at(DAY1, 10)),
-        ("Sell", 50, "251.50", "0.50", _at(DAY1, 11)),
-        ("Buy", 20, "246.25", "0.25", _at(DAY2, 10)),
+        ("Buy", 100, "248.00", "1.00", at(first, 10)),
+        ("Sell", 50, "251.50", "0.50", at(first, 11)),
+        ("Buy", 20, "246.25", "0.25", at(second, 10)),
     ]
     for direction, quantity, price, fee, when in rows:
         order = place(direction=direction, type="Market", quantity=quantity, timeInForce="IOC")
         drive(order)
         trades = list(Trade.objects.filter(order=order).order_by("pk"))
         assert trades, f"the {direction} order did not trade"
-        # Exactly the example's trade: the first fill becomes it, any other fill of the order is busted.
+        # Exactly the example's trade: the first fill becomes it; any other fill of the order is busted,
+        # and dated with it so no day of its own is reported.
         Trade.objects.filter(pk=trades[0].pk).update(
             quantity=quantity, price=Decimal(price), fee=Decimal(fee), trade_date=when, pool=lit
         )
-        Trade.objects.filter(pk__in=[trade.pk for trade in trades[1:]]).update(busted=True)
+        Trade.objects.filter(pk__in=[trade.pk for trade in trades[1:]]).update(busted=True, trade_date=when)
     return customer
+
+
+@pytest.fixture
+def example(market: Market) -> Customer:
+    return make_example(market, (DAY0, DAY1, DAY2))
 
 
 def _rows(model: Any, **filters: Any) -> list[dict[str, Any]]:

@@ -1,0 +1,189 @@
+"""The nightly aggregation over a year of generated trades, against a hand-written GROUP BY baseline.
+
+`trades` trades are generated over the last `days` XNYS sessions up to the shipped daily bars' last
+date (so every day has a real close), spread over the demo customers and tickers, each with its own
+venue execution (a trade is unique per execution and child), and loaded with COPY. Then, in the same
+run and on the same rows:
+
+- the product: `reporting.aggregation.days_aggregate` over every day, one transaction per day (three
+  upserts carrying the running totals forward from the day before, closes looked up per position);
+- the baseline: three hand-written `INSERT ... SELECT ... GROUP BY` statements over all the trades at
+  once (per day and customer, per day and ticker, per day, customer and ticker), into plain tables with
+  the same grouping and sums but none of the product's carrying forward, valuation or upsert.
+
+The ratio product / baseline is what issue 12 bounds (<= 1.5).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db import connection, transaction
+
+CENT = Decimal("0.01")
+FEE_RATE = Decimal("0.0003")
+# The shipped daily bars (broker/data/prices) end here: the generated year closes on real bars.
+LAST_BAR_DAY = date(2024, 3, 8)
+
+BASELINE_SQL = [
+    """
+    CREATE TABLE bench_customer_day AS
+    SELECT (t.trade_date AT TIME ZONE 'America/New_York')::date AS day, t.customer_id,
+           COUNT(*) AS nr_trades,
+           SUM(round(t.quantity * t.price, 2)) FILTER (WHERE t.direction = 'Buy') AS buy_notional,
+           SUM(round(t.quantity * t.price, 2)) FILTER (WHERE t.direction = 'Sell') AS sell_notional,
+           SUM(t.fee) AS fees,
+           SUM(CASE WHEN t.direction = 'Buy' THEN -(round(t.quantity * t.price, 2) + t.fee)
+                    ELSE round(t.quantity * t.price, 2) - t.fee END) AS cash
+    FROM orders_trade t WHERE NOT t.busted
+    GROUP BY 1, 2
+    """,
+    """
+    CREATE TABLE bench_ticker_day AS
+    SELECT (t.trade_date AT TIME ZONE 'America/New_York')::date AS day, t.ticker_id,
+           COUNT(*) AS nr_trades, SUM(t.quantity) AS volume, SUM(round(t.quantity * t.price, 2)) AS notional,
+           round(SUM(t.quantity * t.price) / SUM(t.quantity), 4) AS vwap,
+           (array_agg(t.price ORDER BY t.trade_date, t.id))[1] AS open, MAX(t.price) AS high,
+           MIN(t.price) AS low, (array_agg(t.price ORDER BY t.trade_date DESC, t.id DESC))[1] AS last,
+           SUM(t.quantity) FILTER (WHERE t.direction = 'Buy') AS buy_volume,
+           SUM(t.quantity) FILTER (WHERE v.kind = 'Lit') AS lit_volume, SUM(t.fee) AS fees
+    FROM orders_trade t JOIN pools_pool v ON v.id = t.pool_id WHERE NOT t.busted
+    GROUP BY 1, 2
+    """,
+    """
+    CREATE TABLE bench_position_day AS
+    SELECT (t.trade_date AT TIME ZONE 'America/New_York')::date AS day, t.customer_id, t.ticker_id,
+           SUM(CASE WHEN t.direction = 'Buy' THEN t.quantity ELSE -t.quantity END) AS moved,
+           SUM(CASE WHEN t.direction = 'Buy' THEN t.quantity ELSE -t.quantity END * t.price) AS value,
+           SUM(round(t.quantity * t.price, 2)) FILTER (WHERE t.direction = 'Buy') AS bought_amount
+    FROM orders_trade t WHERE NOT t.busted
+    GROUP BY 1, 2, 3
+    """,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AggregationResult:
+    trades: int
+    days: int
+    load_seconds: float
+    product_seconds: float
+    baseline_seconds: float
+    rows: int  # rows the product wrote over all days and tables
+
+    @property
+    def ratio(self) -> float:
+        return self.product_seconds / self.baseline_seconds
+
+
+def _sessions(count: int) -> list[date]:
+    import exchange_calendars
+
+    calendar = exchange_calendars.get_calendar("XNYS", start=LAST_BAR_DAY - timedelta(days=2 * count))
+    sessions = calendar.sessions_in_range(LAST_BAR_DAY - timedelta(days=2 * count), LAST_BAR_DAY)
+    return [session.date() for session in sessions][-count:]
+
+
+def load(*, trades: int, days: int, seed: int = 20261204) -> list[date]:
+    """COPY `trades` generated trades (with an execution each) over the last `days` sessions."""
+    from broker.models import Customer, Ticker
+    from orders.models import Trade
+    from pools.models import Execution, Pool
+    from reporting.aggregation import MARKET_TZ
+
+    template = Trade.objects.order_by("pk").first()
+    if template is None:
+        raise RuntimeError("no trade to model the generated ones on (the query-count phase makes some)")
+    customers = list(Customer.objects.values_list("pk", flat=True))
+    tickers = [
+        (pk, price)
+        for pk, price in Ticker.objects.exclude(reference_price=None).values_list("pk", "reference_price")
+        if price is not None
+    ]
+    pools = list(Pool.objects.values_list("pk", flat=True))
+    sessions = _sessions(days)
+    rng = random.Random(seed)
+    execution_columns = [
+        str(field.column) for field in Execution._meta.concrete_fields if field.column not in ("id", "execution_id")
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {Execution._meta.db_table} (execution_id, {", ".join(execution_columns)})
+                SELECT gen_random_uuid(), {", ".join(execution_columns)}
+                FROM {Execution._meta.db_table}, generate_series(1, %s) WHERE id = %s
+                RETURNING id""",
+            [trades, template.execution_id],
+        )
+        execution_ids = [row[0] for row in cursor.fetchall()]
+        columns = (
+            "trade_id, order_id, child_id, execution_id, customer_id, ticker_id, pool_id, direction, quantity, "
+            "price, fee, liquidity, trade_date, version, busted"
+        )
+        with cursor.cursor.copy(f"COPY orders_trade ({columns}) FROM STDIN") as copy:
+            for number, execution_id in enumerate(execution_ids):
+                ticker_id, reference = tickers[number % len(tickers)]
+                day = sessions[number * len(sessions) // trades]
+                moment = datetime(day.year, day.month, day.day, 9, 30, tzinfo=MARKET_TZ) + timedelta(
+                    seconds=rng.randrange(6 * 3600 + 1800)
+                )
+                quantity = rng.randint(1, 500)
+                price = (reference * Decimal(1 + rng.uniform(-0.05, 0.05))).quantize(CENT)
+                fee = (price * quantity * FEE_RATE).quantize(CENT, rounding=ROUND_HALF_UP)
+                copy.write_row(
+                    (
+                        uuid.UUID(int=rng.getrandbits(128), version=4),
+                        template.order_id,
+                        template.child_id,
+                        execution_id,
+                        rng.choice(customers),
+                        ticker_id,
+                        rng.choice(pools),
+                        rng.choice(("Buy", "Sell")),
+                        quantity,
+                        price,
+                        fee,
+                        "Taker",
+                        moment,
+                        1,
+                        False,
+                    )
+                )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE orders_trade")
+        cursor.execute("ANALYZE pools_execution")
+    return sessions
+
+
+def run(*, trades: int, days: int = 250) -> AggregationResult:
+    from reporting import aggregation
+    from reporting.models import CustomerDay, PositionSnapshot, TickerDay
+
+    started = time.perf_counter()
+    sessions = load(trades=trades, days=days)
+    loaded = time.perf_counter()
+
+    with connection.cursor() as cursor:
+        began = time.perf_counter()
+        for statement in BASELINE_SQL:
+            cursor.execute(statement)
+        baseline = time.perf_counter() - began
+        for table in ("bench_customer_day", "bench_ticker_day", "bench_position_day"):
+            cursor.execute(f"DROP TABLE {table}")
+
+    began = time.perf_counter()
+    aggregation.days_aggregate(sessions)
+    product = time.perf_counter() - began
+    rows = sum(model.objects.count() for model in (CustomerDay, PositionSnapshot, TickerDay))
+    return AggregationResult(
+        trades=trades,
+        days=len(sessions),
+        load_seconds=loaded - started,
+        product_seconds=product,
+        baseline_seconds=baseline,
+        rows=rows,
+    )
