@@ -200,3 +200,23 @@ def test_a_bust_after_aggregation_changes_its_day_and_the_days_after(example: Cu
     # Carried forward: 50 more shares held, the sale's cash gone.
     assert day2.remaining_fund == F - Decimal("24801.00") - Decimal("4925.25")
     assert PositionSnapshot.objects.get(customer=example, date=DAY2).quantity == 5120
+
+
+def test_an_amendment_through_the_service_changes_its_day(example: Customer) -> None:
+    """The sale of 03-07 amended to 252.00 through the correction service (as Operations do), then
+    re-aggregated as the task queued after its commit does: the sale's trade P&L becomes
+    (250 - 252) x -50 = 100.00, the day's 200 + 100 = 300.00."""
+    from orders import services
+
+    aggregation.days_aggregate([DAY1, DAY2])
+    sell = Trade.objects.get(customer=example, direction="Sell", busted=False)
+    services.trade_correct(trade_id=sell.pk, price=Decimal("252.00"), reason="venue price correction", actor="ops")
+    aggregation.days_after_correction(DAY1)
+
+    day1 = CustomerDay.objects.get(customer=example, date=DAY1)
+    assert (day1.sell_notional, day1.trade_pnl) == (Decimal("12600.00"), Decimal("300.00"))
+    # The fee is the amended trade's own (the service recomputes it); cash carries into the next day.
+    amended = Trade.objects.get(pk=sell.pk)
+    assert CustomerDay.objects.get(customer=example, date=DAY2).remaining_fund == (
+        F - Decimal("24801.00") + (Decimal("12600.00") - amended.fee) - Decimal("4925.25")
+    )
