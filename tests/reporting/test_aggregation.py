@@ -90,7 +90,7 @@ def example(market: Market) -> Customer:
 def _rows(model: Any, **filters: Any) -> list[dict[str, Any]]:
     return [
         {key: value for key, value in model_to_dict(row).items() if key not in {"id", "updated"}}
-        for row in model.objects.filter(**filters).order_by("date", "pk")
+        for row in model.objects.filter(**filters).order_by(*model._meta.ordering)  # the natural key, not new ids
     ]
 
 
