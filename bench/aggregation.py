@@ -12,6 +12,11 @@ run and on the same rows:
   the same grouping and sums but none of the product's carrying forward, valuation or upsert.
 
 The ratio product / baseline is what issue 12 bounds (<= 1.5).
+
+Then the customer statement screen over that year (`/reports/customers/<id>/` with the year's range, the
+customer with the most trades) is requested in-process through Django's whole stack (middleware, the
+view, the template) as a logged-in Trader: its server time, the median of `STATEMENT_REQUESTS` requests
+after a warm-up, is what issue 12 bounds (< 100 ms), next to a raw SELECT of the same stored rows.
 """
 
 from __future__ import annotations
@@ -75,6 +80,9 @@ class AggregationResult:
     product_seconds: float
     baseline_seconds: float
     rows: int  # rows the product wrote over all days and tables
+    statement_ms: float  # median server time of the customer statement page over the whole range
+    statement_days: int  # day rows that page showed
+    statement_select_ms: float  # median time of a plain SELECT of the same customer-day rows
 
     @property
     def ratio(self) -> float:
@@ -159,6 +167,69 @@ def load(*, trades: int, days: int, seed: int = 20261204) -> list[date]:
     return sessions
 
 
+STATEMENT_REQUESTS = 20
+STATEMENT_USER = "bench-statement"
+
+
+def _median_ms(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2] * 1000
+
+
+def statement_page(*, first: date, last: date) -> tuple[float, int, float]:
+    """The statement screen's median server time for the busiest customer over [first, last], the day rows
+    it showed, and the median time of a raw SELECT of those rows."""
+    from django.contrib.auth.models import User
+    from django.db.models import Count
+    from django.test import Client
+
+    from broker.models import Customer
+    from orders import roles
+    from reporting.models import CustomerDay
+    from reporting.selectors import DateRange, customer_day_list
+
+    busiest = (
+        CustomerDay.objects.filter(date__range=(first, last))
+        .values("customer__customer_id")
+        .annotate(days=Count("id"))
+        .order_by("-days", "customer__customer_id")
+        .first()
+    )
+    if busiest is None:
+        raise RuntimeError("no stored customer day to show")
+    customer_id = busiest["customer__customer_id"]
+    user, _ = roles.staff_member_ensure(username=STATEMENT_USER, password=uuid.uuid4().hex, group=roles.TRADER)
+    client = Client()
+    assert isinstance(user, User)
+    client.force_login(user)
+    url = f"/reports/customers/{customer_id}/?start={first.isoformat()}&end={last.isoformat()}"
+    for _ in range(3):  # warm-up: templates compiled, connections and caches primed
+        response = client.get(url)
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {url} answered {response.status_code}")
+    page: list[float] = []
+    for _ in range(STATEMENT_REQUESTS):
+        began = time.perf_counter()
+        response = client.get(url)
+        page.append(time.perf_counter() - began)
+    # The rows the page showed: what its selector reads (the test client keeps no template context outside
+    # the test runner).
+    customer = Customer.objects.get(customer_id=customer_id)
+    shown = customer_day_list(customer=customer, dates=DateRange(first, last)).count()
+    select: list[float] = []
+    with connection.cursor() as cursor:
+        for _ in range(STATEMENT_REQUESTS):
+            began = time.perf_counter()
+            cursor.execute(
+                f"""SELECT d.* FROM {CustomerDay._meta.db_table} d JOIN broker_customer c ON c.id = d.customer_id
+                    WHERE c.customer_id = %s AND d.date BETWEEN %s AND %s ORDER BY d.date""",
+                [customer_id, first, last],
+            )
+            cursor.fetchall()
+            select.append(time.perf_counter() - began)
+    return _median_ms(page), shown, _median_ms(select)
+
+
 def run(*, trades: int, days: int = 250) -> AggregationResult:
     from reporting import aggregation
     from reporting.models import CustomerDay, PositionSnapshot, TickerDay
@@ -179,6 +250,7 @@ def run(*, trades: int, days: int = 250) -> AggregationResult:
     aggregation.days_aggregate(sessions)
     product = time.perf_counter() - began
     rows = sum(model.objects.count() for model in (CustomerDay, PositionSnapshot, TickerDay))
+    statement_ms, statement_days, statement_select_ms = statement_page(first=sessions[0], last=sessions[-1])
     return AggregationResult(
         trades=trades,
         days=len(sessions),
@@ -186,4 +258,7 @@ def run(*, trades: int, days: int = 250) -> AggregationResult:
         product_seconds=product,
         baseline_seconds=baseline,
         rows=rows,
+        statement_ms=statement_ms,
+        statement_days=statement_days,
+        statement_select_ms=statement_select_ms,
     )

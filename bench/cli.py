@@ -38,6 +38,7 @@ from bench.report import (
     RAW_INSERT,
     RSS_END,
     RSS_START,
+    STATEMENT_PAGE,
     SUSTAINABLE,
     Report,
     Row,
@@ -646,6 +647,15 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
             f"`days_aggregate` over every day took {result.product_seconds:.2f} s ({result.rows:,} rows "
             f"written), the three hand-written INSERT ... SELECT ... GROUP BY over the same rows "
             f"{result.baseline_seconds:.2f} s (bench/aggregation.py)."
+        )
+        report.add(Row(f"{STATEMENT_PAGE} ({result.statement_days} days shown)", result.statement_ms, "ms"))
+        report.note(
+            f"Statement page: the customer statement screen for the customer with the most stored days over the "
+            f"whole generated range, requested in-process through Django's middleware, view and template as a "
+            f"Trader; median of {aggregation.STATEMENT_REQUESTS} requests after 3 warm-up ones: "
+            f"{result.statement_ms:.1f} ms, against {result.statement_select_ms:.2f} ms for a raw SELECT of the "
+            f"same {result.statement_days} stored day rows (the query count is pinned in "
+            f"tests/reporting/test_report_screens.py)."
         )
 
     # Last: a million more trades would weigh on every phase after it.

@@ -1,8 +1,9 @@
 """The nightly aggregation: per trading day, position snapshots, customer days and ticker days, in SQL.
 
 A trading day is a date in America/New_York; a trade belongs to the day of its `trade_date` there.
-Each day is one set-based statement (no Python loop over trades) of three upserts, in one
-transaction, under one advisory lock (two aggregations never interleave); the window's trades are
+Each day is one set-based statement (no Python loop over trades) of three upserts, prepared once per
+connection, run in a transaction under one advisory lock (two aggregations never interleave; a run
+over many days takes up to `DAYS_PER_TRANSACTION` of them per transaction); the window's trades are
 read once for all three:
 
 1. positions: the previous stored day's snapshot (the latest day before, whatever the gap) plus every
@@ -35,9 +36,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from django.contrib.postgres.aggregates import BoolOr
 from django.db import connection, transaction
 from django.utils import timezone
 
+from broker.sql import execute_prepared
 from reporting.models import CustomerDay, PositionSnapshot, TickerDay
 
 MARKET_TZ = ZoneInfo("America/New_York")
@@ -125,6 +128,13 @@ WITH trades AS MATERIALIZED (
     SELECT customer_id, ticker_id FROM prev WHERE quantity <> 0
     UNION SELECT customer_id, ticker_id FROM position_trades
     UNION SELECT customer_id, ticker_id FROM transfers
+), closes AS (
+    -- Each ticker of the day looked up once (not once per position): its close and the day before's.
+    SELECT k.id AS ticker_id, c.close, c.date AS close_date, pc.close AS previous_close
+    FROM broker_ticker k
+    {_close("c", "k.id", "day")}
+    {_close("pc", "k.id", "previous_day")}
+    WHERE k.id IN (SELECT ticker_id FROM keys)
 ), moved AS (
     SELECT k.customer_id, k.ticker_id,
            COALESCE(p.quantity, 0) + COALESCE(t.moved, 0) + COALESCE(x.moved, 0) AS quantity,
@@ -139,13 +149,12 @@ WITH trades AS MATERIALIZED (
     LEFT JOIN position_trades t ON t.customer_id = k.customer_id AND t.ticker_id = k.ticker_id
     LEFT JOIN transfers x ON x.customer_id = k.customer_id AND x.ticker_id = k.ticker_id
 ), valued AS (
-    SELECT m.*, c.close, c.date AS close_date,
+    SELECT m.*, c.close, c.close_date,
            round(m.quantity * COALESCE(c.close, 0), 2) AS market_value,
            round(COALESCE(c.close * m.day_moved - m.day_value, 0), 2) AS trade_pnl,
-           round(COALESCE((c.close - COALESCE(pc.close, c.close)) * m.carried, 0), 2) AS position_pnl
+           round(COALESCE((c.close - COALESCE(c.previous_close, c.close)) * m.carried, 0), 2) AS position_pnl
     FROM moved m
-    {_close("c", "m.ticker_id", "day")}
-    {_close("pc", "m.ticker_id", "previous_day")}
+    LEFT JOIN closes c ON c.ticker_id = m.ticker_id
     WHERE m.quantity <> 0 OR m.carried <> 0 OR m.traded
 ), positions AS (
     INSERT INTO reporting_positionsnapshot (
@@ -232,9 +241,9 @@ WITH trades AS MATERIALIZED (
     )
     SELECT d.ticker_id, %(day)s, %(provisional)s, d.nr, d.volume, d.notional,
            round(d.value / d.volume, 4), d.open, d.high, d.low, d.last,
-           d.buy_volume, d.sell_volume, d.lit_volume, d.dark_volume, d.fees, c.close, c.date, %(stamp)s
+           d.buy_volume, d.sell_volume, d.lit_volume, d.dark_volume, d.fees, c.close, c.close_date, %(stamp)s
     FROM ticker_trades d
-    {_close("c", "d.ticker_id", "day")}
+    LEFT JOIN closes c ON c.ticker_id = d.ticker_id
     ON CONFLICT (ticker_id, date) DO UPDATE SET
         provisional = EXCLUDED.provisional, nr_trades = EXCLUDED.nr_trades, volume = EXCLUDED.volume,
         notional = EXCLUDED.notional, vwap = EXCLUDED.vwap, open = EXCLUDED.open, high = EXCLUDED.high,
@@ -252,55 +261,98 @@ SELECT (SELECT COUNT(*) FROM positions), (SELECT COUNT(*) FROM customers), (SELE
 _STALE = "DELETE FROM {table} WHERE date = %(day)s AND updated <> %(stamp)s"
 
 
-def _previous_day(day: date) -> date | None:
-    """The latest day before `day` with stored rows: its close is where `day` starts from."""
-    return CustomerDay.objects.filter(date__lt=day).order_by("-date").values_list("date", flat=True).first()
+def _previous_day(day: date) -> tuple[date, bool] | None:
+    """The latest day before `day` with stored rows (its close is where `day` starts from), and whether
+    any of them is provisional (a day's rows are all written with the same flag)."""
+    return (
+        CustomerDay.objects.filter(date__lt=day)
+        .order_by("-date", "-provisional")
+        .values_list("date", "provisional")
+        .first()
+    )
+
+
+def _lock() -> None:
+    """One aggregation at a time, to the end of the transaction: days build on each other."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [AGGREGATION_LOCK])
+
+
+def _day_compute(day: date) -> DayResult:
+    """`day_aggregate`'s work; the caller holds the aggregation lock in an open transaction."""
+    found = _previous_day(day)
+    previous = found[0] if found else None
+    if found and found[1]:
+        # A savepoint inside the caller's transaction, under the same lock.
+        with transaction.atomic():
+            _day_compute(found[0])
+    end = day_start(day + timedelta(days=1))
+    # Every row this call writes carries its own stamp, even twice in one transaction.
+    stamp = timezone.now()
+    provisional = stamp < end
+    params: dict[str, date | datetime | bool | None] = {
+        "day": day,
+        "previous_day": day - timedelta(days=1),
+        "prev": previous,
+        "start": day_start(day),
+        "end": end,
+        "since": day_start(previous + timedelta(days=1)) if previous else BEGINNING,
+        "provisional": provisional,
+        "stamp": stamp,
+    }
+    # Prepared: the same statement runs for every day of a rebuild, and planning it is a tenth of its cost.
+    ((positions, customers, tickers),) = execute_prepared(DAY_SQL, params)
+    with connection.cursor() as cursor:
+        # One round trip for the three tables' leftovers (client-side binding sends it as one text).
+        tables = (PositionSnapshot, CustomerDay, TickerDay)
+        cursor.execute("; ".join(_STALE.format(table=model._meta.db_table) for model in tables), params)
+    return DayResult(day, provisional, positions, customers, tickers)
 
 
 def day_aggregate(day: date) -> DayResult:
     """Compute (or recompute) every row of `day`. Idempotent; rows computed before the day ended say
     `provisional`. A provisional previous day is recomputed first: the day carries its totals forward."""
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [AGGREGATION_LOCK])
-        previous = _previous_day(day)
-        if previous is not None and CustomerDay.objects.filter(date=previous, provisional=True).exists():
-            day_aggregate(previous)  # a savepoint inside this transaction, under the same lock
-        end = day_start(day + timedelta(days=1))
-        # Every row this call writes carries its own stamp, even twice in one transaction.
-        stamp = timezone.now()
-        provisional = stamp < end
-        params: dict[str, date | datetime | bool | None] = {
-            "day": day,
-            "previous_day": day - timedelta(days=1),
-            "prev": previous,
-            "start": day_start(day),
-            "end": end,
-            "since": day_start(previous + timedelta(days=1)) if previous else BEGINNING,
-            "provisional": provisional,
-            "stamp": stamp,
-        }
-        with connection.cursor() as cursor:
-            cursor.execute(DAY_SQL, params)
-            positions, customers, tickers = cursor.fetchone()
-            # One round trip for the three tables' leftovers (client-side binding sends it as one text).
-            cursor.execute(
-                "; ".join(
-                    _STALE.format(table=model._meta.db_table) for model in (PositionSnapshot, CustomerDay, TickerDay)
-                ),
-                params,
-            )
-    return DayResult(day, provisional, positions, customers, tickers)
+        _lock()
+        return _day_compute(day)
+
+
+# Days per transaction when many are aggregated in a row: the lock and the commit are paid once per
+# batch rather than per day, while an interrupted rebuild keeps every batch it committed and holds
+# the lock (which the nightly job and corrections wait for) for a few seconds at a time at most.
+DAYS_PER_TRANSACTION = 20
 
 
 def days_aggregate(days: Iterable[date], *, progress: Callable[[int, int, date], None] | None = None) -> int:
     """Aggregate each day in date order (each day starts from the one before). Returns how many."""
     ordered = sorted(set(days))
-    for number, day in enumerate(ordered, start=1):
-        day_aggregate(day)
-        if progress:
-            progress(number, len(ordered), day)
+    for first in range(0, len(ordered), DAYS_PER_TRANSACTION):
+        with transaction.atomic():
+            _lock()
+            for number, day in enumerate(ordered[first : first + DAYS_PER_TRANSACTION], start=first + 1):
+                _day_compute(day)
+                if progress:
+                    progress(number, len(ordered), day)
     return len(ordered)
+
+
+# Days a read computes when they are missing or provisional: a request does at most this many.
+ON_DEMAND_DAYS = 7
+
+
+def days_ensure(days: Iterable[date]) -> int:
+    """Compute the days among `days` that have no stored rows or only provisional ones (computed
+    before the day ended: trades may have come since): the newest `ON_DEMAND_DAYS` of them, in date
+    order (each builds on the stored day before it). Returns how many were computed."""
+    wanted = set(days)
+    stored = dict(
+        CustomerDay.objects.filter(date__in=wanted)
+        .values_list("date")
+        .annotate(provisional=BoolOr("provisional"))
+        .values_list("date", "provisional")
+    )
+    due = sorted(day for day in wanted if stored.get(day, True))
+    return days_aggregate(due[-ON_DEMAND_DAYS:]) if due else 0
 
 
 def days_to_report(first: date, last: date) -> list[date]:

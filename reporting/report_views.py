@@ -11,24 +11,22 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django import forms
-from django.db.models import Count, Max, Min, Sum
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 
-from broker.models import Customer, Ticker
 from broker.screens import StaffRequest as HttpRequest
 from broker.screens import screen
 from orders import roles
 from orders.api.serializers import format_price
-from reporting import aggregation
+from reporting import aggregation, selectors
 from reporting.models import CustomerDay, PositionSnapshot, TickerDay
+from reporting.selectors import DateRange
 
 # Days shown when the range is not given: up to the latest stored day, and this many days back.
 DEFAULT_DAYS = 90
@@ -59,13 +57,7 @@ class ReportRangeForm(forms.Form):
         return data
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
-    start: date
-    end: date
-
-
-def _window(form: ReportRangeForm, latest: date | None) -> Window | None:
+def _window(form: ReportRangeForm, latest: date | None) -> DateRange | None:
     """The dates asked for, the missing ones filled in from the latest stored day; None when the form
     is in error or nothing is stored yet (and no end was given)."""
     if not form.is_valid():
@@ -76,10 +68,10 @@ def _window(form: ReportRangeForm, latest: date | None) -> Window | None:
         return None
     if start is not None and start > end:  # only a start given, after the latest stored day
         end = start
-    return Window(start=start or end - timedelta(days=DEFAULT_DAYS - 1), end=end)
+    return DateRange(start=start or end - timedelta(days=DEFAULT_DAYS - 1), end=end)
 
 
-def _range_form(form: ReportRangeForm, window: Window | None) -> ReportRangeForm:
+def _range_form(form: ReportRangeForm, window: DateRange | None) -> ReportRangeForm:
     """What the page shows: the resolved dates, or the user's input next to its errors."""
     if window is None:
         return form
@@ -242,50 +234,12 @@ def _sums(rows: Sequence[Row], *keys: str) -> Row:
     return {key: sum((row[key] for row in rows), start=Decimal(0)) for key in keys}
 
 
-# --- reads: a fixed number of queries each, whatever the range ------------------------------------------
-
-
-def customer_with_latest_day(*, customer_id: str) -> tuple[Customer, date | None] | None:
-    """The customer and its latest stored day, in one query (the unique (customer, date) index answers it)."""
-    customer = Customer.objects.annotate(latest=Max("report_days__date")).filter(customer_id=customer_id).first()
-    return None if customer is None else (customer, customer.latest)
-
-
-def ticker_with_latest_day(*, symbol: str) -> tuple[Ticker, date | None] | None:
-    ticker = Ticker.objects.annotate(latest=Max("report_days__date")).filter(symbol=symbol.upper()).first()
-    return None if ticker is None else (ticker, ticker.latest)
-
-
-def customer_days_list(*, customer: Customer, window: Window | None) -> list[Row]:
-    if window is None:
-        return []
-    days = CustomerDay.objects.filter(customer=customer, date__range=(window.start, window.end)).order_by("date")
-    return [_day_row(day) for day in days]
-
-
-def customer_positions_list(*, customer: Customer, day: date | None) -> list[Row]:
-    """The position snapshots of `day`'s close, a position closed that day included (quantity 0, its P&L)."""
-    if day is None:
-        return []
-    positions = (
-        PositionSnapshot.objects.filter(customer=customer, date=day).select_related("ticker").order_by("ticker__symbol")
-    )
-    return [_position_row(position) for position in positions]
-
-
-def ticker_days_list(*, ticker: Ticker, window: Window | None) -> list[Row]:
-    if window is None:
-        return []
-    days = TickerDay.objects.filter(ticker=ticker, date__range=(window.start, window.end)).order_by("date")
-    return [_ticker_day_row(day) for day in days]
-
-
-def _csv_query(window: Window | None) -> str:
+def _csv_query(window: DateRange | None) -> str:
     """The CSV links' filters: the dates the page shows, so a file holds exactly the page's rows."""
     return f"start={window.start.isoformat()}&end={window.end.isoformat()}" if window else ""
 
 
-def _span(window: Window | None) -> str:
+def _span(window: DateRange | None) -> str:
     return f"{window.start.isoformat()}-{window.end.isoformat()}" if window else "none"
 
 
@@ -295,25 +249,9 @@ def _span(window: Window | None) -> str:
 @screen(roles.VIEW_BLOTTER)
 @require_GET
 def reports(request: HttpRequest) -> HttpResponse:
-    latest = CustomerDay.objects.aggregate(latest=Max("date"))["latest"]
-    days_by_customer = {
-        day.customer_id: day
-        for day in (CustomerDay.objects.filter(date=latest) if latest else CustomerDay.objects.none())
-    }
-    customers = [
-        {"customer": customer, "day": days_by_customer.get(customer.pk)}
-        for customer in Customer.objects.order_by("customer_id")
-    ]
-    tickers = (
-        Ticker.objects.filter(report_days__isnull=False)
-        .annotate(
-            first_day=Min("report_days__date"),
-            last_day=Max("report_days__date"),
-            days=Count("report_days"),
-            volume_total=Sum("report_days__volume"),
-        )
-        .order_by("symbol")
-    )
+    latest = selectors.latest_report_day()
+    customers = [{"customer": customer, "day": day} for customer, day in selectors.customers_with_day(day=latest)]
+    tickers = selectors.reported_ticker_list()
     context = {"latest": latest, "customers": customers, "tickers": tickers, "rebuild_hint": REBUILD_HINT}
     return render(request, "reporting/report_index.html", context)
 
@@ -321,7 +259,7 @@ def reports(request: HttpRequest) -> HttpResponse:
 @screen(roles.VIEW_BLOTTER)
 @require_GET
 def customer_statement(request: HttpRequest, customer_id: str) -> HttpResponse:
-    found = customer_with_latest_day(customer_id=customer_id)
+    found = selectors.customer_with_latest_day(customer_id=customer_id)
     if found is None:
         raise Http404(f"No customer {customer_id}.")
     customer, latest = found
@@ -331,10 +269,12 @@ def customer_statement(request: HttpRequest, customer_id: str) -> HttpResponse:
     if table is not None and form.errors:
         return redirect(_page_url(request))  # the page shows the errors next to the dates
 
-    days = customer_days_list(customer=customer, window=window)
+    stored = selectors.customer_day_list(customer=customer, dates=window) if window else []
+    days = [_day_row(day) for day in stored]
     # The last stored day of the range: the end date itself unless it has no rows (a weekend, today).
     positions_date: date | None = days[-1]["date"] if days else None
-    positions = customer_positions_list(customer=customer, day=positions_date)
+    snapshots = selectors.position_snapshot_list(customer=customer, day=positions_date) if positions_date else []
+    positions = [_position_row(position) for position in snapshots]
     if table == "days":
         return _csv(days, DAY_COLUMNS, f"statement-{customer.customer_id}-days-{_span(window)}.csv")
     if table == "positions":
@@ -364,7 +304,7 @@ def customer_statement(request: HttpRequest, customer_id: str) -> HttpResponse:
 @screen(roles.VIEW_BLOTTER)
 @require_GET
 def ticker_days(request: HttpRequest, symbol: str) -> HttpResponse:
-    found = ticker_with_latest_day(symbol=symbol)
+    found = selectors.ticker_with_latest_day(symbol=symbol)
     if found is None:
         raise Http404(f"No ticker {symbol}.")
     ticker, latest = found
@@ -374,7 +314,7 @@ def ticker_days(request: HttpRequest, symbol: str) -> HttpResponse:
     if table is not None and form.errors:
         return redirect(_page_url(request))
 
-    days = ticker_days_list(ticker=ticker, window=window)
+    days = [_ticker_day_row(day) for day in selectors.ticker_day_list(ticker=ticker, dates=window)] if window else []
     if table is not None:
         return _csv(days, TICKER_DAY_COLUMNS, f"ticker-{ticker.symbol}-days-{_span(window)}.csv")
 

@@ -3,7 +3,7 @@
 Reading a day that has no stored rows yet computes it first (`aggregation.day_aggregate`), as does a
 day whose rows are still provisional (computed before the day ended: trades may have come since):
 today before the nightly run, a day before the first stored one, or one the nightly run missed. At
-most `ON_DEMAND_DAYS` days are computed per request, the newest first; older days still missing stay
+most `aggregation.ON_DEMAND_DAYS` days are computed per request, the newest first; older days still missing stay
 missing from the answer (a P&L series simply has no row for them) until `manage.py recover_reports`
 or `manage.py aggregate --date D` fills them, or a later request computes its next seven.
 """
@@ -15,7 +15,6 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.contrib.postgres.aggregates import BoolOr
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -29,7 +28,7 @@ from broker import access, roles
 from broker.api.permissions import Requires
 from broker.exceptions import Forbidden, ValidationFailed
 from broker.models import Customer
-from reporting import aggregation
+from reporting import aggregation, selectors
 from reporting.api.serializers import (
     CustomerDayOutputSerializer,
     CustomerPnlOutputSerializer,
@@ -37,10 +36,9 @@ from reporting.api.serializers import (
     PortfolioOutputSerializer,
     TickerDayOutputSerializer,
 )
-from reporting.models import CustomerDay, PositionSnapshot, TickerDay
+from reporting.models import CustomerDay, TickerDay
 from reporting.valuation import portfolio_at
 
-ON_DEMAND_DAYS = 7
 MAX_RANGE_DAYS = 366 * 2
 # The aggregation counts from 1970 (`aggregation.BEGINNING`); nothing was traded before it.
 FIRST_DAY = aggregation.BEGINNING.date()
@@ -106,20 +104,6 @@ def query_params(request: Request, parsers: dict[str, Callable[[Request, str], A
     return values
 
 
-def days_ensure(days: list[date]) -> None:
-    """Compute the days among `days` that have no stored rows or only provisional ones: the newest
-    `ON_DEMAND_DAYS` of them, in date order (each builds on the stored day before it)."""
-    stored = dict(
-        CustomerDay.objects.filter(date__in=days)
-        .values_list("date")
-        .annotate(provisional=BoolOr("provisional"))
-        .values_list("date", "provisional")
-    )
-    due = sorted({day for day in days if stored.get(day, True)})
-    if due:
-        aggregation.days_aggregate(due[-ON_DEMAND_DAYS:])
-
-
 class StaffRequires(Requires):
     """`Requires`, and staff only: a report lists every customer, which no client token may read."""
 
@@ -152,12 +136,12 @@ class CustomerReportListView(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[CustomerDay]:
         if getattr(self, "swagger_fake_view", False):
             return CustomerDay.objects.none()
-        return CustomerDay.objects.filter(date=self.day).select_related("customer").order_by("customer__customer_id")
+        return selectors.customer_days_on(day=self.day)
 
     @extend_schema(parameters=[_day("date")])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         self.day = date_param(request, "date")
-        days_ensure([self.day])
+        aggregation.days_ensure([self.day])
         return super().get(request, *args, **kwargs)
 
 
@@ -176,12 +160,12 @@ class TickerReportListView(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[TickerDay]:
         if getattr(self, "swagger_fake_view", False):
             return TickerDay.objects.none()
-        return TickerDay.objects.filter(date=self.day).select_related("ticker").order_by("ticker__symbol")
+        return selectors.ticker_days_on(day=self.day)
 
     @extend_schema(parameters=[_day("date")])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         self.day = date_param(request, "date")
-        days_ensure([self.day])
+        aggregation.days_ensure([self.day])
         return super().get(request, *args, **kwargs)
 
 
@@ -196,18 +180,16 @@ class CustomerPositionsView(APIView):
     def get(self, request: Request, customer_id: str) -> Response:
         customer = _visible_customer(request, customer_id)
         day = date_param(request, "date")
-        days_ensure([day])
-        rows = (
-            PositionSnapshot.objects.filter(customer=customer, date=day)
-            .select_related("ticker")
-            .order_by("ticker__symbol")
-        )
-        provisional = CustomerDay.objects.filter(customer=customer, date=day).values_list("provisional", flat=True)
+        aggregation.days_ensure([day])
+        rows = selectors.position_snapshot_list(customer=customer, day=day)
+        provisional = selectors.customer_day_provisional(customer=customer, day=day)
         body = {
             "customer_id": customer.customer_id,
             "date": day,
             # A customer without a row that day (not a customer yet) has nothing pending but the day itself.
-            "provisional": next(iter(provisional), timezone.now() < aggregation.day_start(day + timedelta(days=1))),
+            "provisional": provisional
+            if provisional is not None
+            else timezone.now() < aggregation.day_start(day + timedelta(days=1)),
             "positions": rows,
         }
         return Response(CustomerPositionsOutputSerializer(body).data)
@@ -231,8 +213,8 @@ class CustomerPnlView(APIView):
         if span > MAX_RANGE_DAYS:
             raise ValidationFailed({"end": [f"The range spans {span} days; at most {MAX_RANGE_DAYS}."]})
         days = aggregation.days_to_report(start, end)
-        days_ensure(days)
-        rows = CustomerDay.objects.filter(customer=customer, date__in=days).order_by("date")
+        aggregation.days_ensure(days)
+        rows = selectors.customer_day_list(customer=customer, dates=days)
         body = {"customer_id": customer.customer_id, "start": start, "end": end, "days": rows}
         return Response(CustomerPnlOutputSerializer(body).data)
 

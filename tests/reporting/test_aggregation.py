@@ -220,3 +220,49 @@ def test_an_amendment_through_the_service_changes_its_day(example: Customer) -> 
     assert CustomerDay.objects.get(customer=example, date=DAY2).remaining_fund == (
         F - Decimal("24801.00") + (Decimal("12600.00") - amended.fee) - Decimal("4925.25")
     )
+
+
+def test_a_run_in_several_transactions_equals_one_day_at_a_time(
+    example: Customer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`days_aggregate` takes its days `DAYS_PER_TRANSACTION` at a time; the batch boundaries (here every
+    two days, over a weekend that carries Friday's close) leave the rows a day-by-day run writes."""
+    days = [DAY1, DAY2, date(2024, 3, 9), date(2024, 3, 10), date(2024, 3, 11)]
+    for day in days:
+        aggregation.day_aggregate(day)
+    one_at_a_time = [_rows(model) for model in (CustomerDay, PositionSnapshot, TickerDay)]
+    for model in (CustomerDay, PositionSnapshot, TickerDay):
+        model.objects.all().delete()
+
+    monkeypatch.setattr(aggregation, "DAYS_PER_TRANSACTION", 2)
+    assert aggregation.days_aggregate(days) == 5
+
+    assert [_rows(model) for model in (CustomerDay, PositionSnapshot, TickerDay)] == one_at_a_time
+    assert {row["date"] for row in one_at_a_time[0]} == set(days)
+
+
+def _day_statement_runs() -> tuple[int, int]:
+    """How many versions of the day statement are prepared on this connection (psycopg prepares one per
+    set of parameter types: a day with no stored day before it sends `prev` as an untyped NULL), and how
+    many times they ran (generic plus custom plans)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT COUNT(*), COALESCE(SUM(generic_plans + custom_plans), 0) FROM pg_prepared_statements
+               WHERE statement LIKE %s""",
+            ["%WITH trades AS MATERIALIZED%"],
+        )
+        prepared, runs = cursor.fetchone()
+    return prepared, runs
+
+
+def test_the_day_statement_is_prepared_once_and_reused(example: Customer) -> None:
+    # given the day statement has run on this connection, with and without a previous day
+    aggregation.days_aggregate([DAY1, DAY2])
+    prepared, runs = _day_statement_runs()
+    assert 1 <= prepared <= 2
+
+    # when six more days run
+    aggregation.days_aggregate([date(2024, 3, day) for day in range(9, 15)])
+
+    # then the statements already prepared ran them
+    assert _day_statement_runs() == (prepared, runs + 6)
