@@ -71,6 +71,18 @@ def _window(form: ReportRangeForm, latest: date | None) -> DateRange | None:
     return DateRange(start=start or end - timedelta(days=DEFAULT_DAYS - 1), end=end)
 
 
+def _today_ensure(form: ReportRangeForm) -> None:
+    """A range asked to reach today shows today as it stands: today is computed first (from the latest
+    stored day, whatever the gap), provisional until the nightly run after the close. A range in the past
+    reads only what is stored."""
+    if not form.is_valid():
+        return
+    today = aggregation.today()
+    start, end = form.cleaned_data.get("start"), form.cleaned_data.get("end")
+    if end is not None and end >= today and (start is None or start <= today):
+        aggregation.days_ensure([today])
+
+
 def _range_form(form: ReportRangeForm, window: DateRange | None) -> ReportRangeForm:
     """What the page shows: the resolved dates, or the user's input next to its errors."""
     if window is None:
@@ -259,11 +271,12 @@ def reports(request: HttpRequest) -> HttpResponse:
 @screen(roles.VIEW_BLOTTER)
 @require_GET
 def customer_statement(request: HttpRequest, customer_id: str) -> HttpResponse:
+    form = ReportRangeForm(request.GET)
+    _today_ensure(form)  # before the reads, so `latest` counts today when it was just computed
     found = selectors.customer_with_latest_day(customer_id=customer_id)
     if found is None:
         raise Http404(f"No customer {customer_id}.")
     customer, latest = found
-    form = ReportRangeForm(request.GET)
     window = _window(form, latest)
     table = _csv_request(request, ("days", "positions"))
     if table is not None and form.errors:
@@ -296,6 +309,7 @@ def customer_statement(request: HttpRequest, customer_id: str) -> HttpResponse:
         "positions_totals": _sums(positions, "marketValue", "tradePnl", "positionPnl", "totalPnl"),
         "series": _series(days, ("cash", "marketValue", "totalValue", "totalPnl")),
         "query": _csv_query(window),
+        "today": aggregation.today(),
         "rebuild_hint": REBUILD_HINT,
     }
     return render(request, "reporting/report_customer.html", context)
@@ -304,11 +318,12 @@ def customer_statement(request: HttpRequest, customer_id: str) -> HttpResponse:
 @screen(roles.VIEW_BLOTTER)
 @require_GET
 def ticker_days(request: HttpRequest, symbol: str) -> HttpResponse:
+    form = ReportRangeForm(request.GET)
+    _today_ensure(form)  # before the reads, so `latest` counts today when it was just computed
     found = selectors.ticker_with_latest_day(symbol=symbol)
     if found is None:
         raise Http404(f"No ticker {symbol}.")
     ticker, latest = found
-    form = ReportRangeForm(request.GET)
     window = _window(form, latest)
     table = _csv_request(request, ("days",))
     if table is not None and form.errors:
@@ -330,6 +345,7 @@ def ticker_days(request: HttpRequest, symbol: str) -> HttpResponse:
         },
         "series": _series(days, ("volume", "vwap", "litVolume", "darkVolume")),
         "query": _csv_query(window),
+        "today": aggregation.today(),
         "rebuild_hint": REBUILD_HINT,
     }
     return render(request, "reporting/report_ticker.html", context)

@@ -311,3 +311,28 @@ def test_the_positions_screen_links_the_customer_to_the_statement() -> None:
     make_customers()
     html = logged_in().get("/positions/?customer=000002").content.decode()
     assert '<a id="statement-link" href="/reports/customers/000002/">' in html
+
+
+@pytest.mark.usefixtures("example")
+def test_a_range_up_to_today_computes_today_and_a_past_range_does_not() -> None:
+    # given the example's days stored, and nothing since
+    aggregation.days_aggregate([DAY1, DAY2])
+    client = logged_in()
+    today = aggregation.today()
+
+    # when the statement is asked for a past range, then nothing is computed
+    html = client.get("/reports/customers/000002/?start=2024-03-01&end=2024-03-08").content.decode()
+    assert not CustomerDay.objects.filter(date__gt=DAY2).exists()
+    # and the page offers the range up to today
+    assert f'id="range-today" href="?start=2024-03-01&amp;end={today.isoformat()}"' in html
+
+    # when the range reaches today
+    html = client.get(f"/reports/customers/000002/?start=2024-03-01&end={today.isoformat()}").content.decode()
+
+    # then today is computed from the trades so far, provisional, carrying the example's cash forward
+    row = CustomerDay.objects.get(customer__customer_id="000002", date=today)
+    assert (row.provisional, row.remaining_fund, row.total_nr_trades) == (True, F - Decimal("17151.75"), 3)
+    assert f'<tr data-date="{today.isoformat()}" class="provisional">' in html
+    # and so does the ticker's page (COIN did not trade today: no row, nothing else stored)
+    assert client.get(f"/reports/tickers/COIN/?end={today.isoformat()}").status_code == 200
+    assert CustomerDay.objects.filter(date=today).count() == Customer.objects.count()
