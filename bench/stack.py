@@ -163,6 +163,17 @@ class Stack:
         self.start_children()
         return dropped
 
+    def quiet(self) -> int:
+        """Stop the web processes and workers for good and drop their queued tasks; returns how many. For
+        the in-process phases after the last stack phase: they measure on a quiet machine, not beside
+        workers still draining the backlog an overloaded step left (its orders stay open: nothing trades
+        any more)."""
+        from broker.celery import app
+
+        self._stop_children()
+        self.children.clear()
+        return app.control.purge() or 0
+
     # --- teardown ------------------------------------------------------------------------------
 
     def teardown(self) -> list[str]:
