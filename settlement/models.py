@@ -126,7 +126,17 @@ class LedgerEntry(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["account", "id"], name="entry_account")]
+        indexes = [
+            models.Index(fields=["account", "id"], name="entry_account"),
+            # The movements that are not trades (funding, transfers in), by time: the reporting aggregation
+            # reads them day by day, and they are a sliver of a ledger that grows with every trade (a
+            # scan of the whole ledger per day made a year's rebuild three times slower after 10k trades).
+            models.Index(
+                fields=["created_at"],
+                name="entry_not_trade_by_time",
+                condition=~models.Q(purpose__in=[PostingPurpose.TRADE_SETTLEMENT, PostingPurpose.TRADE_REVERSAL]),
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["trade_ref", "purpose", "trade_version", "leg", "account"],
