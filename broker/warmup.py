@@ -9,6 +9,7 @@ they start (broker/celery.py), before either takes any work.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 
@@ -53,3 +54,13 @@ def warm_up() -> None:
 
         # Back to the pool: this may run in a thread that never serves a request.
         connection.close()
+        gc_settle()
+
+
+def gc_settle() -> None:
+    """Collect once, then freeze what survives. What the start-up loaded (some 150,000 objects: modules,
+    URL patterns, the ORM's metadata) lives as long as the process, yet every full collection would
+    walk it again, 20-35 ms during which a request or task waits; the first of them came soon after a
+    start, in the middle of the first orders. Frozen objects are never walked again."""
+    gc.collect()
+    gc.freeze()
