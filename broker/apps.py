@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class BrokerConfig(AppConfig):
     name = "broker"
     verbose_name = "Broker"
+
+    def ready(self) -> None:
+        # Connects Celery's failure and success signals: every process that runs tasks records the
+        # ones that fail for good (broker/deadletters.py).
+        from broker import deadletters  # noqa: F401

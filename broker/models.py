@@ -1,4 +1,4 @@
-"""Core reference data every app builds on: customers and tickers."""
+"""Core reference data every app builds on: customers and tickers; and the dead letters of failed tasks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
+from django.utils import timezone
 
 CUSTOMER_ID_VALIDATOR = RegexValidator(r"^\d{6}$", "A customerId is six digits, like 000002.")
 
@@ -158,3 +159,73 @@ class MarketDataFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.symbol} {self.what}: {self.kind}"
+
+
+class DeadLetterStatus(models.TextChoices):
+    OPEN = "Open"  # failed for good: someone has to look at it
+    RETRYING = "Retrying"  # sent again by hand; waiting for that run
+    RESOLVED = "Resolved"  # the run sent by hand completed
+    HANDLED = "Handled"  # closed by hand, with a note
+
+
+OPEN_DEAD_LETTER_STATUSES = (DeadLetterStatus.OPEN, DeadLetterStatus.RETRYING)
+
+
+class DeadLetter(models.Model):
+    """A task that failed after its retries: what was called, with what, why it failed and when.
+
+    One letter per failing call (task and arguments) while it is open: the same call failing again
+    counts on it (`failures`, `attempts`) instead of adding another. Written by the worker's failure
+    signal (`broker.deadletters`); handled from the Operations screen. Its history is `actions`."""
+
+    task_name = models.CharField(max_length=200)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    # sha256 of the task name and arguments: the open letter of one call
+    key = models.CharField(max_length=64)
+    queue = models.CharField(max_length=100, blank=True)
+    # What the call concerns, as the task declares it (`dead_letter_subject`): "order", "batch", ...,
+    # and its id (the first argument); empty when the task concerns no one row.
+    subject_kind = models.CharField(max_length=20, blank=True)
+    subject_id = models.CharField(max_length=100, blank=True)
+    error = models.TextField()
+    traceback = models.TextField(blank=True)
+    task_id = models.CharField(max_length=100)  # the last failed delivery
+    attempts = models.PositiveIntegerField(help_text="Runs that failed, retries included, over every delivery.")
+    failures = models.PositiveIntegerField(default=1, help_text="Times the call failed for good.")
+    first_failed_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=DeadLetterStatus.choices, default=DeadLetterStatus.OPEN)
+    retry_task_id = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["-last_failed_at", "-id"]
+        indexes = [models.Index(fields=["status", "-last_failed_at"], name="deadletter_status_recent")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key"],
+                condition=models.Q(status__in=["Open", "Retrying"]),
+                name="deadletter_one_open_per_call",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}{tuple(self.args)} {self.status}"
+
+
+class DeadLetterAction(models.Model):
+    """Append-only history of a dead letter: recorded, failed again, retried, resolved, handled, and the
+    manual actions taken on what it concerns, each with who and why."""
+
+    letter = models.ForeignKey(DeadLetter, on_delete=models.PROTECT, related_name="actions")
+    action = models.CharField(max_length=40)
+    actor = models.CharField(max_length=150)
+    note = models.TextField(blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["letter", "id"], name="deadletteraction_letter")]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor}"

@@ -26,8 +26,9 @@ OPERATE_KILL_SWITCH = "orders.operate_kill_switch"
 CORRECT_TRADE = "orders.correct_trade"
 WORK_BREAKS = "reporting.work_breaks"
 RUN_RECONCILIATION = "reporting.run_reconciliation"
+HANDLE_DEAD_LETTERS = "broker.handle_dead_letters"
 
-OPERATIONS_PERMISSIONS = (OPERATE_KILL_SWITCH, CORRECT_TRADE, WORK_BREAKS, RUN_RECONCILIATION)
+OPERATIONS_PERMISSIONS = (OPERATE_KILL_SWITCH, CORRECT_TRADE, WORK_BREAKS, RUN_RECONCILIATION, HANDLE_DEAD_LETTERS)
 
 # permission -> (model its content type hangs on, description), as the roles migration created them
 PERMISSIONS: dict[str, tuple[str, str]] = {
@@ -38,6 +39,7 @@ PERMISSIONS: dict[str, tuple[str, str]] = {
     CORRECT_TRADE: ("trade", "Can amend and bust trades"),
     WORK_BREAKS: ("break", "Can assign, comment on and resolve reconciliation breaks"),
     RUN_RECONCILIATION: ("reconciliationrun", "Can run reconciliation now"),
+    HANDLE_DEAD_LETTERS: ("deadletter", "Can retry and close failed tasks, and act on their orders"),
 }
 
 ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {

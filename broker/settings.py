@@ -99,6 +99,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "broker.context_processors.dead_letters",
             ],
         },
     },
@@ -185,6 +186,18 @@ CACHES = {
         "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
     }
 }
+
+# --- Mail -----------------------------------------------------------------------------------------
+# Who hears of a task that failed for good (broker/deadletters.py): "Name <address>" entries, comma-
+# separated. The console backend prints the mail in `make run`'s output; set EMAIL_BACKEND (and
+# Django's EMAIL_HOST etc.) to send it for real.
+ADMINS = [
+    (entry.split("<")[0].strip() or entry, entry.split("<")[-1].rstrip(">").strip())
+    for entry in os.environ.get("BROKER_ADMINS", "Operations <operations@localhost>").split(",")
+    if entry.strip()
+]
+SERVER_EMAIL = os.environ.get("SERVER_EMAIL", "broker@localhost")
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 
 # --- Celery -------------------------------------------------------------------------------------
 # At-least-once delivery: a task is acknowledged after it ran, and re-delivered when its worker dies.

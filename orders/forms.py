@@ -123,3 +123,22 @@ class TradeCorrectionForm(forms.Form):
         required=False,
         widget=forms.TextInput(attrs={"placeholder": "agreed with the venue"}),
     )
+
+
+DEAD_LETTER_NOTE_TEXT = Text(max_length=1000, multiline=True)
+
+
+class DeadLetterCloseForm(forms.Form):
+    note = TextFormField(
+        text=DEAD_LETTER_NOTE_TEXT,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "how it was handled"}),
+        error_messages={"required": "Say how it was handled."},
+    )
+
+
+class DeadLetterCancelForm(forms.Form):
+    reason = TextFormField(
+        text=Text(max_length=200),
+        widget=forms.TextInput(attrs={"placeholder": "why the order is cancelled"}),
+        error_messages={"required": "Give the reason for the cancel."},
+    )

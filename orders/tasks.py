@@ -31,13 +31,19 @@ FLOW: dict[str, Any] = {
 }
 
 
-@shared_task(name="orders.route_order", **FLOW)
+def concerns(kind: str) -> dict[str, Any]:
+    """Task options naming what its first argument is ("order", "child", "batch"): the dead-letter screen
+    (broker/deadletters.py) shows it and offers the order's manual actions."""
+    return {"dead_letter_subject": kind}
+
+
+@shared_task(name="orders.route_order", **concerns("order"), **FLOW)
 def route_order(order_id: int) -> int:
     # Routes this order and every other New order of its ticker (one task per ticker while one waits).
     return services.orders_route(order_id=order_id)
 
 
-@shared_task(name="orders.match_child", **FLOW)
+@shared_task(name="orders.match_child", **concerns("child"), **FLOW)
 def match_child(child_id: int, attempt: int) -> None:
     # The sweeper's re-send for one stuck child, on the `lit` or `dark` queue by pool type: it drains
     # the child's whole book.
@@ -95,14 +101,28 @@ def settle_due() -> int:
     return services.trades_settle_due()
 
 
-@shared_task(name="orders.bulk_validate", acks_late=True, autoretry_for=TRANSIENT, max_retries=3, time_limit=600)
+@shared_task(
+    name="orders.bulk_validate",
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    max_retries=3,
+    time_limit=600,
+    **concerns("batch"),
+)
 def bulk_validate(batch_id: int) -> None:
     from orders import bulk
 
     bulk.bulk_batch_validate(batch_id=batch_id)
 
 
-@shared_task(name="orders.bulk_book", acks_late=True, autoretry_for=TRANSIENT, max_retries=3, time_limit=1800)
+@shared_task(
+    name="orders.bulk_book",
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    max_retries=3,
+    time_limit=1800,
+    **concerns("batch"),
+)
 def bulk_book(batch_id: int) -> None:
     from orders import bulk
 

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from orders import views
+from orders import dead_letter_views, views
 
 app_name = "orders"
 
@@ -16,5 +16,7 @@ urlpatterns = [
     path("orders/<uuid:order_id>/", views.order_detail, name="order-detail"),
     path("orders/<uuid:order_id>/cancel/", views.order_cancel, name="order-cancel"),
     path("operations/halts/", views.halts, name="halts"),
+    path("operations/dead-letters/", dead_letter_views.dead_letters, name="dead-letters"),
+    path("operations/dead-letters/<int:letter_id>/", dead_letter_views.dead_letter, name="dead-letter"),
     path("operations/trades/<uuid:trade_id>/correct/", views.trade_correct, name="trade-correct"),
 ]

@@ -17,9 +17,9 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import psutil
@@ -39,12 +39,12 @@ from reporting.reconciliation import reconciliation_run
 from tests.conftest import client_for, give_shares, make_customers, make_pools, make_ticker
 from tests.integration.conftest import Stack, wait_until_quiet
 from tests.invariants import all_violations, lost_order_violations
+from tests.stack import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.stack]
 
 TICKERS = {"COIN": Decimal("256.62"), "AAPL": Decimal("170.73")}
 CLIENTS = 8
-T = TypeVar("T")
 
 
 def _market() -> list[str]:
@@ -107,16 +107,6 @@ def _post_all(
     for thread in threads:
         thread.start()
     return threads
-
-
-def _wait_for(check: Callable[[], T | None], what: str, timeout: float = 30) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"{what}: not within {timeout}s")
 
 
 def _pool_processes(stack: Stack) -> set[int]:
@@ -200,11 +190,11 @@ def test_pool_processes_killed_mid_task_lose_no_order(stack: Stack) -> None:
         assert books
         first = _post_all(stack, tokens, "a", 12, statuses)
         for _ in range(3):
-            busy = _wait_for(functools.partial(_both_matching, stack), "both pool processes stuck in a match task")
+            busy = wait_for(functools.partial(_both_matching, stack), "both pool processes stuck in a match task")
             for pid, (_, task_id) in busy.items():
                 _kill(pid)
                 mid_task.append(task_id)
-            _wait_for(functools.partial(_replaced, stack, set(busy)), "the pool replaced its killed processes")
+            wait_for(functools.partial(_replaced, stack, set(busy)), "the pool replaced its killed processes")
         for thread in first:
             thread.join()
     # and then, books released, more orders arrive while whichever pool process is busy is killed
@@ -223,7 +213,7 @@ def test_pool_processes_killed_mid_task_lose_no_order(stack: Stack) -> None:
             with contextlib.suppress(ProcessLookupError):
                 _kill(pid)
             anywhere.append(task_id)
-            _wait_for(functools.partial(_replaced, stack, {pid}), "the pool replaced its killed process")
+            wait_for(functools.partial(_replaced, stack, {pid}), "the pool replaced its killed process")
         time.sleep(0.2)
     for thread in second:
         thread.join()

@@ -1,0 +1,33 @@
+"""Operations (and Admin) handle dead letters: the permission and its place in the role groups."""
+
+from django.db import migrations
+
+PERMISSION = ("broker", "deadletter", "handle_dead_letters", "Can retry and close failed tasks, and act on their orders")
+GROUPS = ("Operations", "Admin")
+
+
+def add_permission(apps, schema_editor):
+    ContentType = apps.get_model("contenttypes", "ContentType")
+    Permission = apps.get_model("auth", "Permission")
+    Group = apps.get_model("auth", "Group")
+    app_label, model, codename, name = PERMISSION
+    content_type, _ = ContentType.objects.get_or_create(app_label=app_label, model=model)
+    permission, _ = Permission.objects.get_or_create(
+        content_type=content_type, codename=codename, defaults={"name": name}
+    )
+    for group in Group.objects.filter(name__in=GROUPS):
+        group.permissions.add(permission)
+
+
+def remove_permission(apps, schema_editor):
+    Permission = apps.get_model("auth", "Permission")
+    Permission.objects.filter(content_type__app_label=PERMISSION[0], codename=PERMISSION[2]).delete()
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("orders", "0015_order_new_index"),
+        ("broker", "0004_dead_letters"),
+    ]
+
+    operations = [migrations.RunPython(add_permission, remove_permission)]
