@@ -198,6 +198,11 @@ ADMINS = [
 ]
 SERVER_EMAIL = os.environ.get("SERVER_EMAIL", "broker@localhost")
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 
 # --- Celery -------------------------------------------------------------------------------------
 # At-least-once delivery: a task is acknowledged after it ran, and re-delivered when its worker dies.

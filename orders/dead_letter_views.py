@@ -47,6 +47,10 @@ def _order_of(letter: DeadLetter) -> Order | None:
     return None
 
 
+def _is_order(letter: DeadLetter) -> bool:
+    return letter.subject_kind == "order" and letter.subject_id.isdigit()
+
+
 @screen(roles.HANDLE_DEAD_LETTERS)
 @require_http_methods(["GET"])
 def dead_letters(request: HttpRequest) -> HttpResponse:
@@ -63,8 +67,13 @@ def dead_letters(request: HttpRequest) -> HttpResponse:
         .order_by("task_name")
         .values_list("task_name", "count")
     )
+    shown = list(letters[:PAGE_SIZE])
+    # The orders' public ids, for the letters about an order: one query for the page.
+    about_orders = {int(letter.subject_id) for letter in shown if _is_order(letter)}
+    public_ids = dict(Order.objects.filter(pk__in=about_orders).values_list("pk", "order_id"))
+    rows = [(letter, public_ids.get(int(letter.subject_id)) if _is_order(letter) else None) for letter in shown]
     context: dict[str, Any] = {
-        "letters": list(letters[:PAGE_SIZE]),
+        "rows": rows,
         "status": status,
         "statuses": [(key, label) for key, (label, _) in STATUS_FILTERS.items()],
         "task": task,
