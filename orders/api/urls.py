@@ -8,6 +8,7 @@ urlpatterns = [
     path("orders/<uuid:order_id>/cancel", views.OrderCancelView.as_view(), name="order-cancel"),
     path("trades", views.TradeListView.as_view(), name="trades"),
     path("trades/<uuid:trade_id>/history", views.TradeHistoryView.as_view(), name="trade-history"),
+    path("trades/<uuid:trade_id>/confirmation", views.TradeConfirmationView.as_view(), name="trade-confirmation"),
     path("trades/<uuid:trade_id>/amend", views.TradeCorrectView.as_view(), name="trade-amend"),
     path("trades/<uuid:trade_id>/bust", views.TradeCorrectView.as_view(bust=True), name="trade-bust"),
     path("customers/<str:customer_id>", views.CustomerDetailView.as_view(), name="customer-detail"),

@@ -6,9 +6,11 @@ from typing import Any
 
 import django_filters
 from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -33,6 +35,7 @@ from orders.api.serializers import (
     TradeOutputSerializer,
     order_output,
 )
+from orders.confirmations import confirmation_pdf, trade_confirmation
 from orders.models import Direction, Halt, HaltScope, Order, OrderStatus, OrderType, TimeInForce, Trade
 from orders.validation import CORRECTION_REASON_TEXT, order_entry_resolve, parse_price
 
@@ -259,6 +262,51 @@ class TradeHistoryView(APIView):
     def get(self, request: Request, trade_id: str) -> Response:
         trade = trade_for_user(user=request.user, trade_id=trade_id, permission=roles.VIEW_BLOTTER)
         return Response(TradeHistoryOutputSerializer(trade).data)
+
+
+class ConfirmationPDFRenderer(BaseRenderer):
+    """`Accept: application/pdf` (or `?format=pdf`): the confirmation as a one-page PDF."""
+
+    media_type = "application/pdf"
+    format = "pdf"
+    charset = None
+    render_style = "binary"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        return confirmation_pdf(data)
+
+
+class TradeConfirmationView(APIView):
+    """The confirmation of one trade: customer, trade (side, quantity, price, venue, liquidity, fee,
+    notional, net amount, trade and settlement dates), its order, and its correction history. JSON by
+    default; a PDF with `Accept: application/pdf`. A client reads its own customer's trades; staff with
+    orders.view_blotter any."""
+
+    renderer_classes = [JSONRenderer, ConfirmationPDFRenderer]
+
+    @extend_schema(
+        responses={
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "application/pdf"): OpenApiTypes.BINARY,
+        }
+    )
+    def get(self, request: Request, trade_id: str) -> Response:
+        trade = trade_for_user(user=request.user, trade_id=trade_id, permission=roles.VIEW_BLOTTER)
+        trade = (
+            Trade.objects.select_related("customer", "ticker", "pool", "order")
+            .prefetch_related("versions")
+            .get(pk=trade.pk)
+        )
+        response = Response(trade_confirmation(trade=trade))
+        if request.accepted_renderer.format == "pdf":
+            response["Content-Disposition"] = f'inline; filename="confirmation-{trade.trade_id}.pdf"'
+        return response
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # An error is JSON whatever was asked for: a PDF of an error body would help nobody.
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = "application/json"
+        return super().handle_exception(exc)
 
 
 class TradeCorrectView(APIView):
