@@ -60,7 +60,10 @@ def test_the_roles_migration_made_the_groups() -> None:
 
     assert set(Group.objects.values_list("name", flat=True)) >= {roles.TRADER, roles.OPERATIONS, roles.ADMIN}
     admin = Group.objects.get(name=roles.ADMIN)
-    assert admin.permissions.count() == 7
+    # the seven of the roles migration, and the dead letters' (orders/migrations/0016)
+    assert admin.permissions.count() == 8
+    operations = Group.objects.get(name=roles.OPERATIONS)
+    assert operations.permissions.filter(codename="handle_dead_letters").exists()
 
 
 def test_the_ticket_places_through_the_order_service_and_answers_bad_input_next_to_the_field(market: Market) -> None:
