@@ -140,7 +140,13 @@ def dead_letter_retry(*, letter_id: int, actor: str) -> DeadLetter:
         letter.save(update_fields=["status", "retry_task_id"])
         _action(letter, "Retried", actor=actor)
         # The header marks the run as this letter's retry: only such runs look for a letter to resolve.
-        options: dict[str, Any] = {"task_id": letter.retry_task_id, "headers": {RETRY_HEADER: str(letter.pk)}}
+        # No result is awaited (send_task by name would otherwise subscribe to it, as the tasks'
+        # task_ignore_result spares their own apply_async).
+        options: dict[str, Any] = {
+            "task_id": letter.retry_task_id,
+            "headers": {RETRY_HEADER: str(letter.pk)},
+            "ignore_result": True,
+        }
         if letter.queue:
             options["queue"] = letter.queue
         name, args, kwargs = letter.task_name, letter.args, letter.kwargs
