@@ -233,6 +233,7 @@ CELERY_TASK_ROUTES = {
     "orders.sweep": {"queue": "orders"},
     "orders.expire_day_orders": {"queue": "orders"},
     "orders.settle_trades": {"queue": "settlement"},
+    "orders.prune_stream_events": {"queue": "settlement"},
     "orders.settle_pending": {"queue": "settlement"},
     "orders.settle_due": {"queue": "settlement"},
     "reporting.reconcile": {"queue": "reporting"},
@@ -335,6 +336,11 @@ SWEEP_BACKOFF_MAX_SECONDS = env_int("SWEEP_BACKOFF_MAX_SECONDS", 60)
 BULK_SWEEP_AFTER_SECONDS = env_int("BULK_SWEEP_AFTER_SECONDS", 120)
 BULK_MAX_ATTEMPTS = env_int("BULK_MAX_ATTEMPTS", 3)
 # When trades settle: "T+0" right after the trade (the simulation's default) or "T+1" XNYS business day.
+# The fill stream's events (orders.StreamEvent) are kept this long for `?since=` replays (at least 24 h;
+# pruned hourly by beat), and an idle subscriber gets a heartbeat this often.
+STREAM_EVENTS_KEEP_HOURS = max(24.0, float(os.environ.get("STREAM_EVENTS_KEEP_HOURS", "48")))
+STREAM_HEARTBEAT_SECONDS = float(os.environ.get("STREAM_HEARTBEAT_SECONDS", "15"))
+
 SETTLEMENT_CYCLE = os.environ.get("SETTLEMENT_CYCLE", "T+0").upper()
 if SETTLEMENT_CYCLE not in ("T+0", "T+1"):
     raise ValueError(f"SETTLEMENT_CYCLE must be T+0 or T+1, not {SETTLEMENT_CYCLE!r}")

@@ -1,19 +1,38 @@
 """`/ws/fills/`: the live fill stream. Clients get their own customer's fills; staff get every fill when
-they may see the blotter (orders.view_blotter), and are refused with 4403 otherwise."""
+they may see the blotter (orders.view_blotter), and are refused with 4403 otherwise.
+
+Every fill, order and settled message carries `eventId` (orders/outbox.py: ids follow commit order),
+and a subscriber gets them in eventId order, each once:
+
+- `?since=N` first replays from the event table everything after N the caller may see, then goes live;
+  a `since` older than what is kept gets `{"type": "reset", "oldestEventId": M}` first.
+- Live messages arrive from whichever process committed them, so not always in id order, and one may
+  be lost on the way. A message whose id follows the last one sent (staff see every id) goes out as
+  it comes; any other first makes the consumer read the table up to its id, which holds everything
+  committed before it: the ids in between are sent from there, in order, and none twice.
+- Every `STREAM_HEARTBEAT_SECONDS` the consumer reads the table after the last id it sent (what a lost
+  publish left behind), then sends `{"type": "heartbeat", "eventId": <last>}`; an idle socket is never
+  closed on the server's side.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 from broker import access
 from broker.exceptions import Forbidden
-from orders import roles, streaming
+from orders import outbox, roles, streaming
 
 UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
+BAD_REQUEST = 4400
 
 
 class FillsConsumer(AsyncJsonWebsocketConsumer):
@@ -27,17 +46,42 @@ class FillsConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.close(code=UNAUTHENTICATED)
             return
-        group = await self._group_for(user)
-        if group is None:
+        since_text = parse_qs(self.scope.get("query_string", b"").decode()).get("since", [None])[0]
+        since = int(since_text) if since_text is not None and since_text.isdigit() else None
+        if since_text is not None and (since is None or since > 2**62):
+            await self.accept()
+            await self.send_json({"type": "error", "detail": "since must be an eventId: a whole number >= 0."})
+            await self.close(code=BAD_REQUEST)
+            return
+        found = await self._scope_for(user)
+        if found is None:
             await self.accept()
             await self.close(code=FORBIDDEN)
             return
+        group, self.customer_pk = found
         self.subscribed = group
+        self.last_sent = 0
+        # The heartbeat's catch-up and the live messages both send: one at a time, or an event read
+        # by one could go out again from the other.
+        self.sending = asyncio.Lock()
+        # Joined before reading the table: whatever commits from now on is either read below or queued
+        # for this consumer, which handles it after `connect` (messages are dispatched one at a time).
         await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
         await self.send_json({"type": "subscribed", "scope": "all" if group == streaming.STAFF_GROUP else group})
+        if since is None:
+            self.last_sent = await database_sync_to_async(outbox.last_event_id)(customer_pk=self.customer_pk)
+        else:
+            oldest = await database_sync_to_async(outbox.oldest_kept_id)()
+            if oldest is not None and since < oldest - 1:
+                await self.send_json({"type": "reset", "oldestEventId": oldest})
+            self.last_sent = since
+            await self._catch_up()
+        self.heartbeat = asyncio.create_task(self._heartbeats())
 
     async def disconnect(self, code: int) -> None:
+        if task := getattr(self, "heartbeat", None):
+            task.cancel()
         if group := getattr(self, "subscribed", None):
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -48,14 +92,54 @@ class FillsConsumer(AsyncJsonWebsocketConsumer):
 
     async def fills_message(self, event: dict[str, Any]) -> None:
         # One event carries the group's messages of one publishing batch (orders.streaming), in order.
-        for payload in event["payloads"]:
-            await self.send_json(payload)
+        async with self.sending:
+            await self._deliver(event["payloads"])
+
+    async def _deliver(self, payloads: list[dict[str, Any]]) -> None:
+        for payload in payloads:
+            event_id = payload.get("eventId")
+            if not isinstance(event_id, int) or event_id <= self.last_sent:
+                continue  # sent already (replayed, or read from the table after a gap)
+            if event_id == self.last_sent + 1:
+                await self.send_json(payload)
+                self.last_sent = event_id
+            else:
+                # Something before it is not here yet (another process's, or lost, or another
+                # customer's): the table has everything committed up to it.
+                await self._catch_up(until=event_id)
+
+    async def _catch_up(self, until: int | None = None) -> None:
+        """Send, in order, what the table holds after the last id sent (up to `until`)."""
+        while True:
+            events = await database_sync_to_async(outbox.events_after)(
+                after=self.last_sent, customer_pk=self.customer_pk
+            )
+            for payload in events:
+                if until is not None and payload["eventId"] > until:
+                    return
+                await self.send_json(payload)
+                self.last_sent = payload["eventId"]
+            if len(events) < outbox.REPLAY_BATCH:
+                if until is not None:
+                    self.last_sent = max(self.last_sent, until)
+                return
+
+    async def _heartbeats(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(settings.STREAM_HEARTBEAT_SECONDS)
+                async with self.sending:
+                    await self._catch_up()
+                    await self.send_json({"type": "heartbeat", "eventId": self.last_sent})
 
     @database_sync_to_async
-    def _group_for(self, user: Any) -> str | None:
-        """Every fill for staff who may see the blotter, a client's own customer's fills; None: refused."""
+    def _scope_for(self, user: Any) -> tuple[str, int | None] | None:
+        """Staff who may see the blotter: every fill (customer None); a client: its own customer's.
+        None: refused."""
         try:
             customer = access.customer_scope(user=user, permission=roles.VIEW_BLOTTER)
         except Forbidden:
             return None
-        return streaming.STAFF_GROUP if customer is None else streaming.customer_group(customer.customer_id)
+        if customer is None:
+            return streaming.STAFF_GROUP, None
+        return streaming.customer_group(customer.customer_id), customer.pk

@@ -459,3 +459,26 @@ class BulkBatch(models.Model):
 
     def __str__(self) -> str:
         return f"bulk batch {self.source} ({self.status})"
+
+
+class StreamEvent(models.Model):
+    """The fill stream's transactional outbox: every fill, order and settled message, written in the
+    transaction whose change it reports. Its id is the message's `eventId`; ids are taken under one
+    lock held to the commit (`orders.outbox`), so they follow commit order: a reader that has seen
+    id N has seen every committed event before it. Kept `STREAM_EVENTS_KEEP_HOURS` (pruned by beat)."""
+
+    id = models.BigAutoField(primary_key=True)
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="+", db_index=False)
+    kind = models.CharField(max_length=10)  # fill, order, settled: the message's "type"
+    payload = models.JSONField()  # the message without its eventId (the id is the row's)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["customer", "id"], name="streamevent_customer"),
+            models.Index(fields=["created_at"], name="streamevent_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"event {self.id}: {self.kind}"

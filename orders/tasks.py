@@ -127,3 +127,11 @@ def bulk_book(batch_id: int) -> None:
     from orders import bulk
 
     bulk.bulk_batch_book_rows(batch_id=batch_id)
+
+
+@shared_task(name="orders.prune_stream_events", acks_late=True, time_limit=600, soft_time_limit=590)
+def prune_stream_events() -> int:
+    # Hourly (beat): events past the stream's retention; a `since` before what is left gets a reset.
+    from orders import outbox
+
+    return outbox.events_prune()

@@ -84,7 +84,9 @@ def reports_request(*, day: date) -> None:
     """Have reporting recompute its stored days from `day` on (a trade of that day was corrected)."""
     try:
         # By name: orders never imports reporting (reporting reads orders, not the other way round).
-        celery_app.send_task("reporting.reaggregate_from", args=[day.isoformat()], queue="reporting")
+        celery_app.send_task(
+            "reporting.reaggregate_from", args=[day.isoformat()], queue="reporting", ignore_result=True
+        )
     except Exception:  # the broker is down: nothing re-sends this, so say what to run instead
         logger.exception("reports from %s not recomputed: run `manage.py recover_reports` or the admin action", day)
 
@@ -115,14 +117,41 @@ class Effects:
     # A trade of this trading day (New York) changed: the stored reports from it on are stale.
     reports_from: date | None = None
 
+    # The stream messages, built and written to the outbox once (`record`), each with its eventId.
+    _messages: list[tuple[str, dict[str, Any]]] | None = field(default=None, init=False, repr=False)
+
     def on_commit(self) -> None:
+        """Write the stream's events in the caller's transaction (the last thing it does), then do the
+        rest once it has committed."""
+        self.record()
         # robust: a broker outage must not turn a committed order into an HTTP 500; the sweeper
         # re-drives anything whose task was never sent.
         transaction.on_commit(self.run, robust=True)
 
+    def record(self) -> None:
+        """Build this change's fill, order and settled messages and insert them into the outbox
+        (`orders.outbox`), which stamps each with its eventId. Once per Effects."""
+        if self._messages is not None:
+            return
+        from orders.api.serializers import order_output, trade_output
+        from orders.outbox import events_record
+
+        rows: list[tuple[int, dict[str, Any]]] = []
+        codes: list[str] = []
+        for trade in self.trades:
+            rows.append((trade.customer_id, {"type": "fill", "trade": trade_output(trade)}))
+            codes.append(trade.customer.customer_id)
+        for order in self.orders.values():
+            rows.append((order.customer_id, {"type": "order", "order": order_output(order)}))
+            codes.append(order.customer.customer_id)
+        for trade in self.settled:
+            rows.append((trade.customer_id, {"type": "settled", "trade": trade_output(trade)}))
+            codes.append(trade.customer.customer_id)
+        events_record(rows)
+        self._messages = [(code, payload) for code, (_, payload) in zip(codes, rows, strict=True)]
+
     def run(self) -> None:
         from orders import streaming, tasks
-        from orders.api.serializers import order_output, trade_output
 
         for ticker_id, order_id in self.route_tickers.items():
             route_request(ticker_id=ticker_id, order_id=order_id)
@@ -134,14 +163,8 @@ class Effects:
             tasks.match_child.apply_async(args=(child_id, attempt), queue=queue)
         if self.trades and settings.SETTLEMENT_CYCLE == "T+0":
             settle_pending_request()
-        messages: list[tuple[str, dict[str, Any]]] = []
-        for trade in self.trades:
-            messages.append((trade.customer.customer_id, {"type": "fill", "trade": trade_output(trade)}))
-        for order in self.orders.values():
-            messages.append((order.customer.customer_id, {"type": "order", "order": order_output(order)}))
-        for trade in self.settled:
-            messages.append((trade.customer.customer_id, {"type": "settled", "trade": trade_output(trade)}))
-        streaming.publish(messages)
+        self.record()  # a caller that runs the effects directly, outside a transaction of its own
+        streaming.publish(self._messages or [])
         if self.reports_from is not None:
             reports_request(day=self.reports_from)
         # Last: asking for market data must never delay or break the order flow above.

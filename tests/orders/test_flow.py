@@ -324,7 +324,8 @@ def test_hot_path_query_budgets(market: Market, django_assert_max_num_queries: A
 
     # then routing and matching stay within their query budgets (a regression guard, not a timing test;
     # tests/orders/test_query_budget.py pins the amortized budget of a batch)
-    with django_assert_max_num_queries(8):  # the order's lock, the depth, children, events, begin/commit
+    # the order's lock, the depth, children, events, the stream's events (orders/outbox.py), begin/commit
+    with django_assert_max_num_queries(9):
         services.order_route(order_id=order.pk, match_now=False)
     child = ChildOrder.objects.get(parent=order)
     with django_assert_max_num_queries(24):  # one batch of one child: book, fills, parents, reservations
