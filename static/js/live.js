@@ -86,9 +86,14 @@ document.addEventListener("htmx:afterSettle", function () {
     }
   }
 
+  // The last eventId this page received: a reconnect asks for what came after it (`?since=`), so the
+  // feed shows no gap across a dropped socket.
+  let lastEventId = null;
+
   function connect() {
     const protocol = window.location.protocol === "https:" ? "wss://" : "ws://";
-    const socket = new WebSocket(protocol + window.location.host + "/ws/fills/");
+    const since = lastEventId === null ? "" : "?since=" + lastEventId;
+    const socket = new WebSocket(protocol + window.location.host + "/ws/fills/" + since);
     let lastHeard = Date.now();
     let pinger = null;
     if (!everLive) {
@@ -97,6 +102,16 @@ document.addEventListener("htmx:afterSettle", function () {
     socket.onmessage = function (event) {
       lastHeard = Date.now();
       const message = JSON.parse(event.data);
+      if (typeof message.eventId === "number" && (lastEventId === null || message.eventId > lastEventId)) {
+        lastEventId = message.eventId;
+      }
+      if (message.type === "heartbeat") {
+        return;
+      }
+      if (message.type === "reset") {
+        refreshSoon(); // events were pruned before we came back: the fragments reload from the database
+        return;
+      }
       if (message.type === "subscribed") {
         retry = 1000;
         window.clearTimeout(downTimer);
