@@ -64,14 +64,16 @@ class FillsConsumer(AsyncJsonWebsocketConsumer):
         # The heartbeat's catch-up and the live messages both send: one at a time, or an event read
         # by one could go out again from the other.
         self.sending = asyncio.Lock()
-        # Joined before reading the table: whatever commits from now on is either read below or queued
-        # for this consumer, which handles it after `connect` (messages are dispatched one at a time).
+        if since is None:
+            # Live from here: the newest id is read before joining, so an event committed in between is
+            # above it and reaches this socket (from the table, at the next live message or heartbeat).
+            self.last_sent = await database_sync_to_async(outbox.last_event_id)(customer_pk=self.customer_pk)
+        # Joined before the replay reads the table: whatever commits from now on is either read below or
+        # queued for this consumer, which handles it after `connect` (messages are dispatched in turn).
         await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
         await self.send_json({"type": "subscribed", "scope": "all" if group == streaming.STAFF_GROUP else group})
-        if since is None:
-            self.last_sent = await database_sync_to_async(outbox.last_event_id)(customer_pk=self.customer_pk)
-        else:
+        if since is not None:
             oldest = await database_sync_to_async(outbox.oldest_kept_id)()
             if oldest is not None and since < oldest - 1:
                 await self.send_json({"type": "reset", "oldestEventId": oldest})

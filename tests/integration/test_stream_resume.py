@@ -24,12 +24,16 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.stack]
 BURST = 40
 
 
-async def _read(url: str, *, stop_after_fills: int | None, idle: float = 3.0) -> list[dict[str, Any]]:
+async def _read(
+    url: str, *, stop_after_fills: int | None, idle: float = 3.0, ready: asyncio.Event | None = None
+) -> list[dict[str, Any]]:
     """Messages until `stop_after_fills` fills were read (then the socket is dropped), or until none came
     for `idle` seconds."""
     messages: list[dict[str, Any]] = []
     async with websockets.connect(url) as socket:
         assert json.loads(await socket.recv())["type"] == "subscribed"
+        if ready is not None:
+            ready.set()  # joined: every order sent from now on streams to this socket
         while True:
             try:
                 message = json.loads(await asyncio.wait_for(socket.recv(), idle))
@@ -59,8 +63,9 @@ def test_a_client_resumes_mid_burst_without_a_gap_or_a_duplicate(stack: Stack) -
     order = {"customerId": "000002", "ticker": "COIN", "type": "Limit", "timeInForce": "IOC", "quantity": 10}
 
     async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        first = asyncio.create_task(_read(url, stop_after_fills=BURST // 4))
-        await asyncio.sleep(0.5)
+        subscribed = asyncio.Event()
+        first = asyncio.create_task(_read(url, stop_after_fills=BURST // 4, ready=subscribed))
+        await subscribed.wait()
         async with httpx.AsyncClient(base_url=stack.base_url, headers={"Authorization": f"Token {token}"}) as http:
             for number in range(BURST):  # a marketable burst: buys and sells in turn
                 side = (

@@ -37,7 +37,12 @@ def _staff_token() -> str:
 
 
 async def _collect(
-    token: str, *, since: int | None = None, idle: float = 1.0, done: Callable[[list[Any]], bool] | None = None
+    token: str,
+    *,
+    since: int | None = None,
+    idle: float = 1.0,
+    done: Callable[[list[Any]], bool] | None = None,
+    ready: asyncio.Event | None = None,
 ) -> list[dict[str, Any]]:
     """Messages until `done` says so, or (without `done`) until none came for `idle` seconds; 20 s at most."""
     from broker.asgi import application
@@ -59,6 +64,8 @@ async def _collect(
         if message["type"] == "websocket.close":
             break
         messages.append(json.loads(message["text"]))
+        if ready is not None and messages[-1]["type"] == "subscribed":
+            ready.set()  # joined: what commits from now on reaches this socket
     await communicator.disconnect()
     return messages
 
@@ -155,8 +162,9 @@ def test_a_publish_that_never_came_is_sent_at_the_next_heartbeat(market: Market)
     token = _staff_token()
 
     async def scenario() -> list[dict[str, Any]]:
-        listener = asyncio.create_task(_collect(token, done=_heartbeat_after_two_events))
-        await asyncio.sleep(0.5)  # subscribed, live from the newest event
+        subscribed = asyncio.Event()
+        listener = asyncio.create_task(_collect(token, done=_heartbeat_after_two_events, ready=subscribed))
+        await subscribed.wait()  # live from the newest event
         # events committed whose publish is lost: never sent to the channel layer
         await asyncio.to_thread(_record_without_publishing, customer.pk, 2)
         return await listener
@@ -191,8 +199,9 @@ def test_live_messages_out_of_order_go_out_in_order_once(market: Market) -> None
     layer = get_channel_layer()
 
     async def scenario() -> list[dict[str, Any]]:
-        listener = asyncio.create_task(_collect(token, idle=1.5))
-        await asyncio.sleep(0.5)
+        subscribed = asyncio.Event()
+        listener = asyncio.create_task(_collect(token, idle=1.5, ready=subscribed))
+        await subscribed.wait()
         first, second = await asyncio.to_thread(_record_without_publishing, customer.pk, 2)
         # the second arrives first, then the first, then the second again
         for payload in (second, first, second):
