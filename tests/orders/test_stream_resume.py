@@ -153,6 +153,9 @@ async def _refusal(token: str, query: str) -> tuple[dict[str, Any], int | None]:
     assert connected
     error = json.loads((await communicator.receive_output(timeout=5))["text"])
     closed = await communicator.receive_output(timeout=5)
+    # The client's side of the close: the consumer ends, rather than being cancelled by asyncio.run mid
+    # channel-layer read (which could hang the loop's shutdown).
+    await communicator.disconnect()
     return error, closed.get("code")
 
 
