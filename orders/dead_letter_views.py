@@ -57,16 +57,19 @@ def dead_letters(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status", "open")
     if status not in STATUS_FILTERS:
         status = "open"
-    task = request.GET.get("task", "")
-    letters = DeadLetter.objects.filter(status__in=STATUS_FILTERS[status][1])
-    if task:
-        letters = letters.filter(task_name=task)
-    tasks_seen = (
+    tasks_seen = list(
         DeadLetter.objects.values_list("task_name")
         .annotate(count=Count("id"))
         .order_by("task_name")
         .values_list("task_name", "count")
     )
+    # Only a task that has letters filters: anything else (a typo, a NUL byte) shows every task.
+    task = request.GET.get("task", "")
+    if task not in {name for name, _ in tasks_seen}:
+        task = ""
+    letters = DeadLetter.objects.filter(status__in=STATUS_FILTERS[status][1])
+    if task:
+        letters = letters.filter(task_name=task)
     shown = list(letters[:PAGE_SIZE])
     # The orders' public ids, for the letters about an order: one query for the page.
     about_orders = {int(letter.subject_id) for letter in shown if _is_order(letter)}
@@ -77,7 +80,7 @@ def dead_letters(request: HttpRequest) -> HttpResponse:
         "status": status,
         "statuses": [(key, label) for key, (label, _) in STATUS_FILTERS.items()],
         "task": task,
-        "tasks": list(tasks_seen),
+        "tasks": tasks_seen,
         "page_size": PAGE_SIZE,
     }
     return render(request, "orders/dead_letters.html", context)

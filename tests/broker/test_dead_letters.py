@@ -133,3 +133,23 @@ def test_operations_see_the_letters_and_the_badge_and_traders_are_refused() -> N
         response = trader.get(path)
         assert response.status_code == 403
         assert "broker.handle_dead_letters" in response.content.decode()
+
+
+def test_the_list_filters_by_task_and_ignores_what_is_no_task() -> None:
+    always_broken.apply(args=(1,))
+    deadletters.dead_letter_record(
+        task_name="tests.x", task_id="d", args=[2], kwargs={}, error="boom", traceback="", attempts=1
+    )
+    staff_user("ops", roles.OPERATIONS)
+    ops = Client()
+    assert ops.login(username="ops", password=PASSWORD)
+
+    filtered = ops.get("/operations/dead-letters/?task=tests.x").content.decode()
+    assert filtered.count("<tr data-letter=") == 1
+    for query in ("?task=no.such.task&status=bogus", "?task=" + "x" * 5000):
+        response = ops.get("/operations/dead-letters/" + query)
+        assert response.status_code == 200
+        assert response.content.decode().count("<tr data-letter=") == 2
+    # a NUL byte is refused before any view (broker's middleware), as everywhere
+    assert ops.get("/operations/dead-letters/?task=a%00b").status_code == 400
+    assert ops.get("/operations/dead-letters/999999/").status_code == 404
