@@ -90,9 +90,9 @@ class Stack:
         return f"ws://127.0.0.1:{self.port}"
 
     def start_children(self) -> None:
-        """The web processes and one worker per queue group, as in `run_stack` (no beat: no periodic job
-        should run mid-measurement). Children are named "web" and "worker-<pool>" (bench.memory sums
-        the RSS of the "worker..." ones)."""
+        """The web processes, one worker per queue group and the stream's sequencer, as in `run_stack`
+        (no beat: no periodic job should run mid-measurement). Children are named "web",
+        "worker-<pool>" and "sequencer" (bench.memory sums the RSS of the "worker..." ones)."""
 
         from broker import processes
 
@@ -103,6 +103,7 @@ class Stack:
         commands = {
             "web": processes.web_command(host="127.0.0.1", port=self.port),
             **processes.worker_pool_commands(node_prefix=prefix, host=host),
+            "sequencer": processes.sequencer_command(),
         }
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         for name, command in commands.items():

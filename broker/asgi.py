@@ -68,14 +68,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs
 from django.urls import path  # noqa: E402
 
 from broker.ws_auth import TokenOrSessionAuthMiddleware  # noqa: E402
-from orders import streaming  # noqa: E402
 from orders.consumers import FillsConsumer  # noqa: E402
 
 
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """At startup, warm the process up (broker/warmup.py). At shutdown (after the server closed every
-    connection), send what this process's fill stream publisher still holds: uvicorn ends its worker by
-    re-raising SIGTERM, so atexit would not run."""
+    """At startup, warm the process up (broker/warmup.py) before the server accepts a connection."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -84,7 +81,6 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await asyncio.to_thread(warm_up)  # before the server accepts its first connection
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await asyncio.to_thread(streaming.flush, streaming.EXIT_FLUSH_SECONDS)
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -6,6 +6,7 @@ The layout of `make run` (and of the bench, without beat):
   Redis channel layer);
 - one Celery worker per entry of WORKER_POOLS, each consuming only its own queues, so the order flow
   never waits behind a market-data fetch or a settlement batch;
+- the fill stream's sequencer (orders/sequencer.py), which numbers and publishes the stream's events;
 - Celery beat.
 """
 
@@ -94,8 +95,7 @@ def web_command(*, host: str, port: int, workers: int | None = None) -> list[str
 class WebWorker(UvicornWorker):
     """A gunicorn worker serving the ASGI application with uvicorn (httptools, uvloop, websockets)."""
 
-    # The lifespan protocol on: at shutdown, broker.asgi flushes this process's fill stream publisher
-    # after the last connection closed (uvicorn re-raises SIGTERM right after, which skips atexit).
+    # The lifespan protocol on: broker.asgi warms the process up before it accepts a connection.
     CONFIG_KWARGS: dict[str, Any] = {"loop": "auto", "http": "auto", "lifespan": "on"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -142,6 +142,10 @@ def worker_pool_commands(*, node_prefix: str = "", host: str = "%h") -> dict[str
         )
         for pool in WORKER_POOLS
     }
+
+
+def sequencer_command() -> list[str]:
+    return [sys.executable, "manage.py", "stream_sequencer"]
 
 
 def beat_command() -> list[str]:

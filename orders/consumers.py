@@ -1,18 +1,19 @@
 """`/ws/fills/`: the live fill stream. Clients get their own customer's fills; staff get every fill when
 they may see the blotter (orders.view_blotter), and are refused with 4403 otherwise.
 
-Every fill, order and settled message carries `eventId` (orders/outbox.py: ids follow commit order),
-and a subscriber gets them in eventId order, each once:
+Every fill, order and settled message carries `eventId` (numbered after commit by the stream's
+sequencer, orders/sequencer.py, in commit order), and a subscriber gets them in eventId order, each once.
+The consumer keeps `position`: every event it may see numbered up to there has been sent.
 
 - `?since=N` first replays from the event table everything after N the caller may see, then goes live;
   a `since` older than what is kept gets `{"type": "reset", "oldestEventId": M}` first.
-- Live messages arrive from whichever process committed them, so not always in id order, and one may
-  be lost on the way. A message whose id follows the last one sent (staff see every id) goes out as
-  it comes; any other first makes the consumer read the table up to its id, which holds everything
-  committed before it: the ids in between are sent from there, in order, and none twice.
-- Every `STREAM_HEARTBEAT_SECONDS` the consumer reads the table after the last id it sent (what a lost
-  publish left behind), then sends `{"type": "heartbeat", "eventId": <last>}`; an idle socket is never
-  closed on the server's side.
+- Live messages come from the sequencer alone, each accounting for a range of ids (`after`, `upto`]
+  (orders/streaming.py). One that starts where `position` is, or before it, is sent as it is (less
+  what was sent already); one that starts beyond it means a message was lost, and the consumer reads
+  the table instead, which holds everything numbered before it was published.
+- Every `STREAM_HEARTBEAT_SECONDS` the consumer reads the table after `position` (what a lost publish
+  left behind), then sends `{"type": "heartbeat", "eventId": <last>}`, `<last>` being the last id it
+  sent this caller; an idle socket is never closed on the server's side.
 """
 
 from __future__ import annotations
@@ -60,16 +61,18 @@ class FillsConsumer(AsyncJsonWebsocketConsumer):
             return
         group, self.customer_pk = found
         self.subscribed = group
-        self.last_sent = 0
+        self.last_sent = 0  # the last eventId sent to this caller (what heartbeats report)
+        self.position = 0
         # The heartbeat's catch-up and the live messages both send: one at a time, or an event read
         # by one could go out again from the other.
         self.sending = asyncio.Lock()
         if since is None:
-            # Live from here: the newest id is read before joining, so an event committed in between is
-            # above it and reaches this socket (from the table, at the next live message or heartbeat).
+            # Live from here: what was numbered before joining is not this socket's to send.
+            self.position = await database_sync_to_async(outbox.last_event_id)(customer_pk=None)
             self.last_sent = await database_sync_to_async(outbox.last_event_id)(customer_pk=self.customer_pk)
-        # Joined before the replay reads the table: whatever commits from now on is either read below or
-        # queued for this consumer, which handles it after `connect` (messages are dispatched in turn).
+        # Joined before the replay reads the table: whatever is published from now on is either read
+        # below or queued for this consumer, which handles it after `connect` (messages are handled in
+        # turn). A message published while joining may be lost; the next one shows the gap.
         await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
         await self.send_json({"type": "subscribed", "scope": "all" if group == streaming.STAFF_GROUP else group})
@@ -77,7 +80,7 @@ class FillsConsumer(AsyncJsonWebsocketConsumer):
             oldest = await database_sync_to_async(outbox.oldest_kept_id)()
             if oldest is not None and since < oldest - 1:
                 await self.send_json({"type": "reset", "oldestEventId": oldest})
-            self.last_sent = since
+            self.position = self.last_sent = since
             await self._catch_up()
         self.heartbeat = asyncio.create_task(self._heartbeats())
 
@@ -93,37 +96,33 @@ class FillsConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "pong"})
 
     async def fills_message(self, event: dict[str, Any]) -> None:
-        # One event carries the group's messages of one publishing batch (orders.streaming), in order.
+        # One message carries the group's events of one sequencer pass, in order (orders.streaming).
         async with self.sending:
-            await self._deliver(event["payloads"])
+            after, upto = event.get("after"), event.get("upto")
+            if not isinstance(after, int) or not isinstance(upto, int) or after > self.position:
+                # A message before it was lost (or it is of no known range): the table has it all.
+                await self._catch_up()
+                return
+            for payload in event["payloads"]:
+                event_id = payload.get("eventId")
+                if isinstance(event_id, int) and event_id > self.position:
+                    await self.send_json(payload)
+                    self.last_sent = self.position = event_id
+            self.position = max(self.position, upto)
 
-    async def _deliver(self, payloads: list[dict[str, Any]]) -> None:
-        for payload in payloads:
-            event_id = payload.get("eventId")
-            if not isinstance(event_id, int) or event_id <= self.last_sent:
-                continue  # sent already (replayed, or read from the table after a gap)
-            if event_id == self.last_sent + 1:
-                await self.send_json(payload)
-                self.last_sent = event_id
-            else:
-                # Something before it is not here yet (another process's, or lost, or another
-                # customer's): the table has everything committed up to it.
-                await self._catch_up(until=event_id)
-
-    async def _catch_up(self, until: int | None = None) -> None:
-        """Send, in order, what the table holds after the last id sent (up to `until`)."""
+    async def _catch_up(self) -> None:
+        """Send, in order, what the table holds after `position`."""
+        # Read first: every event numbered up to it is in what the reads below return.
+        top = await database_sync_to_async(outbox.last_event_id)(customer_pk=None)
         while True:
             events = await database_sync_to_async(outbox.events_after)(
-                after=self.last_sent, customer_pk=self.customer_pk
+                after=self.position, customer_pk=self.customer_pk
             )
             for payload in events:
-                if until is not None and payload["eventId"] > until:
-                    return
                 await self.send_json(payload)
-                self.last_sent = payload["eventId"]
+                self.last_sent = self.position = payload["eventId"]
             if len(events) < outbox.REPLAY_BATCH:
-                if until is not None:
-                    self.last_sent = max(self.last_sent, until)
+                self.position = max(self.position, top)
                 return
 
     async def _heartbeats(self) -> None:

@@ -463,21 +463,26 @@ class BulkBatch(models.Model):
 
 class StreamEvent(models.Model):
     """The fill stream's transactional outbox: every fill, order and settled message, written in the
-    transaction whose change it reports. Its id is the message's `eventId`; ids are taken under one
-    lock held to the commit (`orders.outbox`), so they follow commit order: a reader that has seen
-    id N has seen every committed event before it. Kept `STREAM_EVENTS_KEEP_HOURS` (pruned by beat)."""
+    transaction whose change it reports, without an `eventId`. The stream's sequencer
+    (orders/sequencer.py, the only writer of `event_id`) numbers the committed rows in the order it
+    finds them and then publishes them, so eventIds follow commit order without the writers waiting on
+    each other: a reader that has seen eventId N has seen every event numbered before it. Kept
+    `STREAM_EVENTS_KEEP_HOURS` (pruned by beat)."""
 
-    id = models.BigAutoField(primary_key=True)
+    id = models.BigAutoField(primary_key=True)  # the insert's order; not visible to clients
+    event_id = models.BigIntegerField(null=True, unique=True)  # the message's `eventId`, once sequenced
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="+", db_index=False)
     kind = models.CharField(max_length=10)  # fill, order, settled: the message's "type"
-    payload = models.JSONField()  # the message without its eventId (the id is the row's)
+    payload = models.JSONField()  # the message without its eventId (that is `event_id`)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["id"]
         indexes = [
-            models.Index(fields=["customer", "id"], name="streamevent_customer"),
+            models.Index(fields=["customer", "event_id"], name="streamevent_customer"),
             models.Index(fields=["created_at"], name="streamevent_created"),
+            # What the sequencer reads at each pass: a handful of rows, never a scan of the table.
+            models.Index(fields=["id"], condition=models.Q(event_id__isnull=True), name="streamevent_unsequenced"),
         ]
 
     def __str__(self) -> str:

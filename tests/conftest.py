@@ -21,10 +21,11 @@ from pools import services as pool_services
 from pools.models import Pool
 from settlement import services as settlement_services
 from tests.stack import quiet_after_each_test, stack
+from tests.streams import sequencer
 
 # The real-stack fixtures (one web tier + Celery worker per session), shared by tests/integration and
 # tests/browser; defined once here so both directories get the same session-scoped stack.
-__all__ = ["quiet_after_each_test", "stack"]
+__all__ = ["quiet_after_each_test", "sequencer", "stack"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,6 +1,7 @@
-"""A real stack for integration and browser tests: a Celery worker process and the ASGI web tier
-(gunicorn with WEB_CONCURRENCY uvicorn workers), both on the test database and the test Redis, started
-as `make run` starts them (one worker on every queue here, where `make run` has one per queue group).
+"""A real stack for integration and browser tests: a Celery worker process, the ASGI web tier
+(gunicorn with WEB_CONCURRENCY uvicorn workers) and the fill stream's sequencer, all on the test
+database and the test Redis, started as `make run` starts them (one worker on every queue here, where
+`make run` has one per queue group).
 
 Tests using it are `transaction=True` (the worker must see committed rows) and marked `stack`. The
 fixtures are registered once, in tests/conftest.py, so tests/integration and tests/browser share one
@@ -82,6 +83,7 @@ def stack(
     commands = {
         "worker": processes.worker_command(concurrency=2, name=f"test-{port}@%h"),
         "web": processes.web_command(host="127.0.0.1", port=port),
+        "sequencer": processes.sequencer_command(),
     }
     children: list[subprocess.Popen[bytes]] = []
     logs = []

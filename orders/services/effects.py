@@ -117,8 +117,8 @@ class Effects:
     # A trade of this trading day (New York) changed: the stored reports from it on are stale.
     reports_from: date | None = None
 
-    # The stream messages, built and written to the outbox once (`record`), each with its eventId.
-    _messages: list[tuple[str, dict[str, Any]]] | None = field(default=None, init=False, repr=False)
+    # Whether this change's stream events were written to the outbox (`record`, once).
+    _recorded: bool | None = field(default=None, init=False, repr=False)
 
     def on_commit(self) -> None:
         """Write the stream's events in the caller's transaction (the last thing it does), then do the
@@ -130,28 +130,25 @@ class Effects:
 
     def record(self) -> None:
         """Build this change's fill, order and settled messages and insert them into the outbox
-        (`orders.outbox`), which stamps each with its eventId. Once per Effects."""
-        if self._messages is not None:
+        (`orders.outbox`); the stream's sequencer numbers and publishes them after the commit. Once
+        per Effects."""
+        if self._recorded is not None:
             return
         from orders.api.serializers import order_output, trade_output
         from orders.outbox import events_record
 
         rows: list[tuple[int, dict[str, Any]]] = []
-        codes: list[str] = []
         for trade in self.trades:
             rows.append((trade.customer_id, {"type": "fill", "trade": trade_output(trade)}))
-            codes.append(trade.customer.customer_id)
         for order in self.orders.values():
             rows.append((order.customer_id, {"type": "order", "order": order_output(order)}))
-            codes.append(order.customer.customer_id)
         for trade in self.settled:
             rows.append((trade.customer_id, {"type": "settled", "trade": trade_output(trade)}))
-            codes.append(trade.customer.customer_id)
         events_record(rows)
-        self._messages = [(code, payload) for code, (_, payload) in zip(codes, rows, strict=True)]
+        self._recorded = bool(rows)
 
     def run(self) -> None:
-        from orders import streaming, tasks
+        from orders import sequencer, tasks
 
         for ticker_id, order_id in self.route_tickers.items():
             route_request(ticker_id=ticker_id, order_id=order_id)
@@ -164,7 +161,8 @@ class Effects:
         if self.trades and settings.SETTLEMENT_CYCLE == "T+0":
             settle_pending_request()
         self.record()  # a caller that runs the effects directly, outside a transaction of its own
-        streaming.publish(self._messages or [])
+        if self._recorded:
+            sequencer.wake()
         if self.reports_from is not None:
             reports_request(day=self.reports_from)
         # Last: asking for market data must never delay or break the order flow above.

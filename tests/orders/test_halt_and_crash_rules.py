@@ -21,7 +21,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.db.models import Max, Min
 
-from orders import kill_switch, services
+from orders import kill_switch, outbox, services
 from orders.models import ChildOrder, ChildStatus, HaltScope, Order, OrderEvent, OrderStatus, Trade
 from orders.selectors import customer_holdings
 from orders.streaming import customer_group
@@ -33,6 +33,7 @@ from settlement.models import CASH_ASSET, Reservation
 from settlement.selectors import cash_balance
 from tests.conftest import Market, drive, make_ticker, place
 from tests.invariants import all_violations
+from tests.streams import sequence_now
 
 pytestmark = pytest.mark.django_db
 
@@ -76,7 +77,11 @@ def streamed_order_messages(customer_id: str, action: Callable[[], object]) -> l
         channel = await layer.new_channel()
         await layer.group_add(customer_group(customer_id), channel)
         try:
+            # What the test did before is numbered and never published: only the action's events stream.
+            await sync_to_async(outbox.events_sequence, thread_sensitive=True)()
             await sync_to_async(action, thread_sensitive=True)()
+            # The stream's sequencer, in the test's thread: it sees the test's transaction.
+            await sync_to_async(sequence_now, thread_sensitive=True)()
             messages = []
             while True:
                 try:

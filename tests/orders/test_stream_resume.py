@@ -1,8 +1,9 @@
-"""The resumable fill stream: events written with their change, ids in commit order, `?since=` replays
-(only what the caller may see, in order), a reset when the events were pruned, a lost publish sent at
-the next heartbeat, and live messages out of order sent in order, once. The consumer runs in-process
-over the real Redis channel layer and Postgres; tests/integration/test_stream_resume.py does it on the
-real stack across a disconnect mid-burst."""
+"""The resumable fill stream: events written with their change and numbered by the sequencer, `?since=`
+replays (only what the caller may see, in order), a reset when the events were pruned, a lost publish
+sent at the next heartbeat, a lost message found in the table, a lost wake still delivered. The
+consumer and the sequencer run in-process over the real Redis channel layer and Postgres;
+tests/orders/test_sequencer.py proves the numbering under concurrent writers, and
+tests/integration/test_stream_resume.py does it all on the real stack across a disconnect mid-burst."""
 
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ from broker import services as broker_services
 from broker.models import Customer
 from orders import outbox, streaming
 from orders.models import StreamEvent
+from orders.sequencer import Sequencer
 from orders.services.effects import Effects
 from tests.conftest import Market, drive, place, staff_client
+from tests.stack import wait_for
+from tests.streams import all_numbered
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the consumer reads on its own connections
 
@@ -80,14 +84,19 @@ def _stream(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [message for message in messages if "eventId" in message and message["type"] != "heartbeat"]
 
 
-def test_every_message_is_an_event_of_its_transaction_with_ids_in_commit_order(market: Market) -> None:
-    # when orders are placed and filled
+def test_every_message_is_an_event_of_its_transaction_numbered_in_commit_order(
+    market: Market, sequencer: Sequencer
+) -> None:
+    # when orders are placed and filled, one transaction after another
     _trading(market)
 
-    # then each order and fill message is an event of the table, ids growing
-    events = list(StreamEvent.objects.values_list("id", "kind", "payload"))
+    # then each order and fill message is an event of the table, numbered by the sequencer in the
+    # order the transactions committed (here, the order they were written), with no gap
+    wait_for(all_numbered, "every event numbered")
+    events = list(StreamEvent.objects.order_by("id").values_list("event_id", "kind", "payload"))
     assert {kind for _, kind, _ in events} >= {"order", "fill"}
-    assert [event_id for event_id, _, _ in events] == sorted(event_id for event_id, _, _ in events)
+    first = events[0][0] or 0
+    assert [event_id for event_id, _, _ in events] == list(range(first, first + len(events)))
     assert all("eventId" not in payload for _, _, payload in events)  # the id is the row's own
 
     # and a transaction that rolls back leaves no event behind
@@ -104,9 +113,10 @@ def test_every_message_is_an_event_of_its_transaction_with_ids_in_commit_order(m
     assert StreamEvent.objects.count() == before + 1  # the placement's own event only
 
 
-def test_a_replay_holds_what_the_caller_may_see_in_order(market: Market) -> None:
+def test_a_replay_holds_what_the_caller_may_see_in_order(market: Market, sequencer: Sequencer) -> None:
     # given orders and fills of two customers
     _trading(market)
+    wait_for(all_numbered, "every event numbered")
     own = broker_services.api_token_for_customer(customer_id="000002").key
     customer = Customer.objects.get(customer_id="000002")
 
@@ -114,22 +124,23 @@ def test_a_replay_holds_what_the_caller_may_see_in_order(market: Market) -> None
     replay = _stream(asyncio.run(_collect(own, since=0)))
 
     # then it gets exactly its own customer's events, in id order, and nothing of 000003
-    expected = list(StreamEvent.objects.filter(customer=customer).values_list("id", flat=True))
+    expected = list(StreamEvent.objects.filter(customer=customer).values_list("event_id", flat=True))
     assert [message["eventId"] for message in replay] == expected
     assert {(message.get("trade") or message.get("order") or {}).get("customerId") for message in replay} == {"000002"}
     # and staff resuming from the middle get every customer's events after it, in order
     middle = expected[1]
     staff = _stream(asyncio.run(_collect(_staff_token(), since=middle)))
     assert [message["eventId"] for message in staff] == list(
-        StreamEvent.objects.filter(id__gt=middle).values_list("id", flat=True)
+        StreamEvent.objects.filter(event_id__gt=middle).order_by("event_id").values_list("event_id", flat=True)
     )
 
 
-def test_a_since_older_than_what_is_kept_gets_a_reset_first(market: Market) -> None:
+def test_a_since_older_than_what_is_kept_gets_a_reset_first(market: Market, sequencer: Sequencer) -> None:
     # given events of which the oldest were pruned
     _trading(market)
-    ids = list(StreamEvent.objects.values_list("id", flat=True))
-    StreamEvent.objects.filter(id__in=ids[:3]).update(created_at=timezone.now() - timedelta(days=3))
+    wait_for(all_numbered, "every event numbered")
+    ids = list(StreamEvent.objects.order_by("event_id").values_list("event_id", flat=True))
+    StreamEvent.objects.filter(event_id__in=ids[:3]).update(created_at=timezone.now() - timedelta(days=3))
     assert outbox.events_prune() == 3
 
     # when staff resume from before them
@@ -168,13 +179,13 @@ def test_a_publish_that_never_came_is_sent_at_the_next_heartbeat(market: Market)
         subscribed = asyncio.Event()
         listener = asyncio.create_task(_collect(token, done=_heartbeat_after_two_events, ready=subscribed))
         await subscribed.wait()  # live from the newest event
-        # events committed whose publish is lost: never sent to the channel layer
+        # events committed and numbered whose publish is lost: never sent to the channel layer
         await asyncio.to_thread(_record_without_publishing, customer.pk, 2)
         return await listener
 
     messages = asyncio.run(scenario())
 
-    events = list(StreamEvent.objects.values_list("id", flat=True))[-2:]
+    events = list(StreamEvent.objects.order_by("event_id").values_list("event_id", flat=True))[-2:]
     assert [message["eventId"] for message in _stream(messages)] == events
     heartbeats = [message for message in messages if message["type"] == "heartbeat"]
     assert heartbeats
@@ -187,16 +198,17 @@ def _heartbeat_after_two_events(messages: list[dict[str, Any]]) -> bool:
 
 
 def _record_without_publishing(customer_pk: int, count: int) -> list[dict[str, Any]]:
+    """Events committed and numbered (as the sequencer does), never published; with their eventIds."""
     payloads = [{"type": "order", "order": {"customerId": "000002", "note": n}} for n in range(count)]
     try:
         with transaction.atomic():
             outbox.events_record([(customer_pk, payload) for payload in payloads])
+        return [payload for _, payload in outbox.events_sequence().events]
     finally:
         connection.close()  # this worker thread's own connection, or the test database stays in use
-    return payloads
 
 
-def test_live_messages_out_of_order_go_out_in_order_once(market: Market) -> None:
+def test_a_lost_message_is_read_from_the_table_and_nothing_goes_out_twice(market: Market) -> None:
     customer = Customer.objects.get(customer_id="000002")
     token = _staff_token()
     layer = get_channel_layer()
@@ -205,13 +217,62 @@ def test_live_messages_out_of_order_go_out_in_order_once(market: Market) -> None
         subscribed = asyncio.Event()
         listener = asyncio.create_task(_collect(token, idle=1.5, ready=subscribed))
         await subscribed.wait()
-        first, second = await asyncio.to_thread(_record_without_publishing, customer.pk, 2)
-        # the second arrives first, then the first, then the second again
-        for payload in (second, first, second):
-            await layer.group_send(streaming.STAFF_GROUP, {"type": streaming.MESSAGE_TYPE, "payloads": [payload]})
+        first, second, third = await asyncio.to_thread(_record_without_publishing, customer.pk, 3)
+        before = first["eventId"] - 1
+
+        def message(after: int, payloads: list[dict[str, Any]]) -> dict[str, Any]:
+            return {
+                "type": streaming.MESSAGE_TYPE,
+                "after": after,
+                "upto": payloads[-1]["eventId"],
+                "payloads": payloads,
+            }
+
+        # the message carrying the first event is lost; the second's starts beyond what was seen;
+        # then the second and third come again, and a message of no known range
+        for event in (
+            message(first["eventId"], [second]),
+            message(before, [first, second]),
+            message(second["eventId"], [third]),
+            {"type": streaming.MESSAGE_TYPE, "payloads": [third]},
+        ):
+            await layer.group_send(streaming.STAFF_GROUP, event)
         return await listener
 
     messages = _stream(asyncio.run(scenario()))
 
-    events = list(StreamEvent.objects.values_list("id", flat=True))[-2:]
+    # then each event went out once, in order
+    events = list(StreamEvent.objects.order_by("event_id").values_list("event_id", flat=True))[-3:]
     assert [message["eventId"] for message in messages] == events
+
+
+@override_settings(STREAM_SEQUENCER_POLL_SECONDS=0.3)
+def test_events_whose_wake_was_lost_are_still_delivered(market: Market, sequencer: Sequencer) -> None:
+    customer = Customer.objects.get(customer_id="000002")
+    token = _staff_token()
+
+    async def scenario() -> list[dict[str, Any]]:
+        subscribed = asyncio.Event()
+        listener = asyncio.create_task(
+            _collect(token, done=lambda messages: len(_stream(messages)) == 2, ready=subscribed)
+        )
+        await subscribed.wait()
+        # committed, and the sequencer never woken for them
+        await asyncio.to_thread(_record_only, customer.pk, 2)
+        return await listener
+
+    messages = _stream(asyncio.run(scenario()))
+
+    assert [message["order"]["note"] for message in messages] == [0, 1]
+    assert [message["eventId"] for message in messages] == list(
+        StreamEvent.objects.order_by("event_id").values_list("event_id", flat=True)
+    )[-2:]
+
+
+def _record_only(customer_pk: int, count: int) -> None:
+    payloads = [{"type": "order", "order": {"customerId": "000002", "note": n}} for n in range(count)]
+    try:
+        with transaction.atomic():
+            outbox.events_record([(customer_pk, payload) for payload in payloads])
+    finally:
+        connection.close()

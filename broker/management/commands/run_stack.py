@@ -1,5 +1,5 @@
-"""`make run`: migrate, seed, then the web processes, one Celery worker per queue group and Celery beat
-as one process tree (the layout is `broker.processes`).
+"""`make run`: migrate, seed, then the web processes, one Celery worker per queue group, the fill
+stream's sequencer and Celery beat as one process tree (the layout is `broker.processes`).
 
 Ctrl-C or SIGTERM stops the children (gracefully, then by force), then the embedded Redis and
 Postgres this command started, so nothing is left running.
@@ -47,6 +47,7 @@ class Command(BaseCommand):
             commands = {
                 "web": processes.web_command(host=host, port=port),
                 **processes.worker_pool_commands(),
+                "stream-sequencer": processes.sequencer_command(),
                 "beat": processes.beat_command(),
             }
             for name, command in commands.items():

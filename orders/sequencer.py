@@ -1,0 +1,173 @@
+"""The fill stream's sequencer: the one process that gives committed events their eventIds and
+publishes them (`manage.py stream_sequencer`, started by `make run`).
+
+The order flow's transactions write their events without ids (orders/outbox.py) and, once committed,
+`wake` the sequencer through Redis. Each pass numbers everything committed since the last one, in one
+statement, commits, and only then sends it to the Channels groups (orders/streaming.py): a client never
+sees an id that could still roll back, and ids follow commit order without the writers waiting on each
+other. Wakes coalesce (the wake list holds one entry), and a pass also runs every
+`STREAM_SEQUENCER_POLL_SECONDS`, so a wake that is lost (Redis down) only delays the events.
+
+One sequencer leads at a time: it holds a session-level advisory lock on its database connection for as
+long as it runs. Another one (a second stack on the same database, a restart that overlaps) waits on
+standby and takes over when the lock is released: by the leader when it stops, by Postgres when the
+leader's connection ends, however the leader died. A new leader starts its groups' ranges from the
+newest id it finds, so subscribers check the table once for anything the previous leader numbered but
+never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from typing import Any
+
+import redis
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import connection
+
+from orders import outbox, streaming
+
+logger = logging.getLogger(__name__)
+
+LEADER_LOCK = 7_211_014  # pg_advisory_lock key held by the leading sequencer's connection
+STANDBY_SECONDS = 1.0  # how often a sequencer on standby (or after a database error) tries to lead
+# One publish may not hold the sequencer longer than this; a hung Redis would otherwise stall the
+# numbering too (what is numbered meanwhile goes out with the next pass, or from the table).
+SEND_TIMEOUT_SECONDS = 10.0
+
+
+def wake_key() -> str:
+    """The Redis list that wakes the sequencer of this database (two stacks may share one Redis)."""
+    return f"broker:stream:wake:{connection.settings_dict['NAME']}"
+
+
+_client: tuple[int, redis.Redis] | None = None
+
+
+def _redis() -> redis.Redis:
+    """This process's Redis client for wakes (the shared cache's Redis; redis-py pools connections)."""
+    global _client
+    if _client is None or _client[0] != os.getpid():
+        location = str(settings.CACHES["default"]["LOCATION"])
+        # Above the blocking read of `wait_for_wake`, which uses the same client in the sequencer.
+        timeout = settings.STREAM_SEQUENCER_POLL_SECONDS + 5
+        _client = (os.getpid(), redis.Redis.from_url(location, socket_timeout=timeout, socket_connect_timeout=2))
+    return _client[1]
+
+
+def wake() -> None:
+    """Tell the sequencer that events have committed; never raises (its own polling finds them)."""
+    try:
+        pipe = _redis().pipeline(transaction=False)
+        pipe.lpush(wake_key(), 1)
+        pipe.ltrim(wake_key(), 0, 0)  # one pending wake is as good as many
+        pipe.execute()
+    except Exception:
+        logger.warning("could not wake the stream sequencer; it will find the events at its next poll", exc_info=True)
+
+
+class Sequencer:
+    """Numbers and publishes events until `stop` is set (`run`); `run_pass` does one pass's work."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.leading = False
+        self.loop = asyncio.new_event_loop()
+        self._lock_connection: Any = None
+        self.start_id = 0  # the newest id when this sequencer began leading
+        self.top = 0  # the newest id this sequencer numbered or found
+        self.sent_upto: dict[str, int] = {}  # group -> where its last message ended (orders.streaming.frame)
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                try:
+                    if self._lead():
+                        self.run_pass()
+                        self._wait_for_wake()
+                    else:
+                        self.stop.wait(STANDBY_SECONDS)
+                except Exception:
+                    # A database error may have taken the connection, and with it the lock: lead again
+                    # from scratch (anything else, too: the stream must not stop for one bad pass).
+                    logger.exception("stream sequencer: pass failed; trying again in %.0f s", STANDBY_SECONDS)
+                    self._resign()
+                    self.stop.wait(STANDBY_SECONDS)
+        finally:
+            self._resign()
+            self.loop.close()
+
+    def _lead(self) -> bool:
+        """True while this sequencer holds the leader's lock on its current connection."""
+        if self.leading and connection.connection is not None and connection.connection is self._lock_connection:
+            return True  # the same connection: the lock is still held (a broken one raises, and we resign)
+        self.leading = False
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [LEADER_LOCK])
+            (locked,) = cursor.fetchone()
+        if not locked:
+            return False
+        self.leading = True
+        self._lock_connection = connection.connection
+        self.start_id = self.top = outbox.last_event_id(customer_pk=None)
+        self.sent_upto = {}
+        logger.info("stream sequencer leading from eventId %d", self.start_id)
+        return True
+
+    def _resign(self) -> None:
+        if self.leading:
+            # Released by hand: the connection goes back to the process's pool, not away (a process
+            # that dies takes its pool's connections, and the lock, with it).
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [LEADER_LOCK])
+            except Exception:  # the connection is broken: the lock went with it
+                logger.warning("stream sequencer: could not release the leader's lock", exc_info=True)
+        self.leading = False
+        self._lock_connection = None
+        connection.close()
+
+    def run_pass(self) -> int:
+        """Number and publish everything committed and not numbered yet; the number of events."""
+        count = 0
+        while True:
+            numbered = outbox.events_sequence()
+            if numbered.events:
+                self._publish(numbered)
+                count += len(numbered.events)
+            if len(numbered.events) < outbox.SEQUENCE_BATCH:
+                return count
+
+    def _publish(self, numbered: outbox.Numbered) -> None:
+        if numbered.after < self.top:
+            # Ids went back: the table was emptied under us (tests flush it); the ranges sent so far
+            # mean nothing any more.
+            self.start_id = numbered.after
+            self.sent_upto = {}
+        self.top = numbered.upto
+        # Framed (and `sent_upto` moved on) even if the send below fails: the next message of each
+        # group then starts beyond what its subscribers saw, and they read the table.
+        messages = streaming.frame(numbered.events, upto=numbered.upto, sent_upto=self.sent_upto, start=self.start_id)
+        try:
+            layer = get_channel_layer()
+            if layer is None:
+                return
+            self.loop.run_until_complete(asyncio.wait_for(_send(layer, messages), SEND_TIMEOUT_SECONDS))
+        except Exception:  # logged; subscribers catch up from the table
+            logger.exception("stream sequencer: could not publish events %d..%d", numbered.after + 1, numbered.upto)
+
+    def _wait_for_wake(self) -> None:
+        try:
+            _redis().blpop([wake_key()], timeout=settings.STREAM_SEQUENCER_POLL_SECONDS)
+        except Exception:  # Redis down: poll the table instead
+            logger.warning("stream sequencer: could not wait for a wake", exc_info=True)
+            self.stop.wait(settings.STREAM_SEQUENCER_POLL_SECONDS)
+
+
+async def _send(layer: Any, messages: list[tuple[str, dict[str, Any]]]) -> None:
+    for group, message in messages:
+        await layer.group_send(group, message)

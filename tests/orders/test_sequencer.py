@@ -1,0 +1,219 @@
+"""The fill stream's sequencer (orders/sequencer.py): eventIds follow commit order under concurrent
+writers, so a subscriber gets every event once and in order; one sequencer leads and another takes over
+when it goes; each group's messages account for contiguous ranges of ids (orders/streaming.py).
+
+Real Postgres, real Redis channel layer, the real consumer; writers are threads with their own
+connections, committing at moments they do not choose."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.db import connection, transaction
+
+from broker.models import Customer
+from orders import outbox, streaming
+from orders.models import StreamEvent
+from orders.sequencer import Sequencer, wake
+from tests.conftest import Market, staff_client
+from tests.stack import wait_for
+from tests.streams import JOIN_SECONDS, all_numbered
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WRITERS = 4
+TRANSACTIONS = 25
+EVENTS_PER_TRANSACTION = 2
+
+
+def test_frame_accounts_for_contiguous_ranges_per_group() -> None:
+    # given a publisher that began at id 10 and last sent customer A's group up to 12
+    sent_upto = {streaming.customer_group("A"): 12}
+    events = [("A", {"eventId": 13}), ("B", {"eventId": 14}), ("A", {"eventId": 15})]
+
+    # when a pass numbered up to 16 is framed
+    messages = streaming.frame(events, upto=16, sent_upto=sent_upto, start=10)
+
+    # then each group gets its events with the range since its last message, up to the pass's end
+    by_group = dict(messages)
+    ranges = {group: (m["after"], m["upto"], [p["eventId"] for p in m["payloads"]]) for group, m in by_group.items()}
+    assert ranges == {
+        streaming.customer_group("A"): (12, 16, [13, 15]),
+        streaming.customer_group("B"): (10, 16, [14]),
+        streaming.STAFF_GROUP: (10, 16, [13, 14, 15]),
+    }
+    assert sent_upto == dict.fromkeys(by_group, 16)
+
+
+def test_frame_chains_the_chunks_of_a_large_pass() -> None:
+    events = [("A", {"eventId": n}) for n in range(1, 251)]
+
+    messages = streaming.frame(events, upto=260, sent_upto={}, start=0)
+
+    ranges = [(m["after"], m["upto"], len(m["payloads"])) for g, m in messages if g == streaming.STAFF_GROUP]
+    assert ranges == [(0, 100, 100), (100, 200, 100), (200, 260, 50)]
+
+
+@dataclass
+class Written:
+    """One writer's transactions: for each, its payload notes and when it began and committed."""
+
+    notes: list[list[str]] = field(default_factory=list)
+    began: list[float] = field(default_factory=list)
+    committed: list[float] = field(default_factory=list)
+
+
+def _writer(number: int, customer_pk: int, start: threading.Event, written: Written) -> None:
+    rng = random.Random(number)
+    start.wait()
+    try:
+        for transaction_number in range(TRANSACTIONS):
+            notes = [f"w{number}-t{transaction_number}-e{e}" for e in range(EVENTS_PER_TRANSACTION)]
+            began = time.monotonic()
+            with transaction.atomic():
+                outbox.events_record([(customer_pk, {"type": "order", "order": {"note": note}}) for note in notes])
+                # Held open for a random while: the commits land in an order no insert order predicts.
+                time.sleep(rng.uniform(0, 0.004))
+            written.committed.append(time.monotonic())
+            written.began.append(began)
+            written.notes.append(notes)
+            wake()
+    finally:
+        connection.close()
+
+
+def test_concurrent_writers_every_event_reaches_a_subscriber_once_in_commit_order(
+    market: Market, sequencer: Sequencer
+) -> None:
+    staff_client()
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.get(user__username="desk").key
+    customer_pk = Customer.objects.get(customer_id="000002").pk
+    total = WRITERS * TRANSACTIONS * EVENTS_PER_TRANSACTION
+    start = threading.Event()
+    written = [Written() for _ in range(WRITERS)]
+    writers = [
+        threading.Thread(target=_writer, args=(n, customer_pk, start, written[n]), daemon=True) for n in range(WRITERS)
+    ]
+
+    async def subscribe() -> list[dict[str, Any]]:
+        from broker.asgi import application
+
+        communicator = WebsocketCommunicator(application, f"/ws/fills/?token={token}")
+        connected, _ = await communicator.connect()
+        assert connected
+        received: list[dict[str, Any]] = []
+        try:
+            assert json.loads((await communicator.receive_output(timeout=10))["text"])["type"] == "subscribed"
+            for writer in writers:
+                writer.start()
+            start.set()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60  # a guard against hanging the suite, not a timing assertion
+            while len(received) < total and loop.time() < deadline:
+                message = json.loads((await communicator.receive_output(timeout=30))["text"])
+                if message["type"] == "order":
+                    received.append(message)
+            # and nothing more comes after the last one (no duplicate trailing behind)
+            assert await communicator.receive_nothing(timeout=1.0)
+        finally:
+            await communicator.disconnect()
+        return received
+
+    received = asyncio.run(subscribe())
+    for writer in writers:
+        writer.join(JOIN_SECONDS)
+
+    # then every event arrived exactly once, ids growing by one (staff see them all)
+    ids = [message["eventId"] for message in received]
+    assert len(ids) == total
+    assert ids == list(range(ids[0], ids[0] + total))
+    at = {message["order"]["note"]: message["eventId"] for message in received}
+    assert len(at) == total
+    # and a transaction committed before another began has the lower ids; each one's events are
+    # contiguous in the order it wrote them
+    transactions = [
+        (w.began[t], w.committed[t], [at[note] for note in w.notes[t]]) for w in written for t in range(TRANSACTIONS)
+    ]
+    for _, _, event_ids in transactions:
+        assert event_ids == list(range(event_ids[0], event_ids[0] + EVENTS_PER_TRANSACTION))
+    for _, committed, earlier in transactions:
+        for began, _, later in transactions:
+            if committed < began:
+                assert max(earlier) < min(later)
+
+
+def test_one_sequencer_leads_and_a_standby_takes_over_without_a_gap(market: Market, sequencer: Sequencer) -> None:
+    customer_pk = Customer.objects.get(customer_id="000002").pk
+
+    # given a second sequencer started while the fixture's leads
+    standby = Sequencer()
+    thread = threading.Thread(target=standby.run, daemon=True)
+    thread.start()
+    try:
+        _record(customer_pk, "first")
+        wait_for(all_numbered, "the leader numbering")
+        assert sequencer.leading
+        assert not standby.leading
+
+        # when the leader stops, then the standby leads, and numbers on from where it ended
+        sequencer.stop.set()
+        wake()
+        wait_for(lambda: standby.leading, "the standby leading")
+        _record(customer_pk, "second")
+        wait_for(all_numbered, "the new leader numbering")
+        ids = [event_id or 0 for event_id in StreamEvent.objects.order_by("id").values_list("event_id", flat=True)]
+        assert ids == list(range(ids[0], ids[0] + 4))
+    finally:
+        standby.stop.set()
+        wake()
+        thread.join(JOIN_SECONDS)
+
+
+def test_the_sequencer_publishes_each_group_a_chain_of_ranges(market: Market, sequencer: Sequencer) -> None:
+    customers = {code: Customer.objects.get(customer_id=code).pk for code in ("000002", "000003")}
+    layer: Any = get_channel_layer()
+
+    async def run() -> list[dict[str, Any]]:
+        channel = await layer.new_channel()
+        await layer.group_add(streaming.customer_group("000002"), channel)
+        try:
+            for code in ("000002", "000003", "000002", "000003", "000002"):
+                await asyncio.to_thread(_record, customers[code], code)
+            messages: list[dict[str, Any]] = []
+            while sum(len(m["payloads"]) for m in messages) < 6:
+                messages.append(await asyncio.wait_for(layer.receive(channel), 10))  # a guard, not a timing
+            return messages
+        finally:
+            await layer.group_discard(streaming.customer_group("000002"), channel)
+
+    messages = async_to_sync(run)()
+
+    # then the customer's messages carry only its events, each range starting where the last ended
+    for previous, message in itertools.pairwise(messages):
+        assert message["after"] == previous["upto"]
+    own = StreamEvent.objects.filter(customer_id=customers["000002"]).order_by("event_id")
+    assert [p["eventId"] for m in messages for p in m["payloads"]] == list(own.values_list("event_id", flat=True))
+    assert all(m["after"] < p["eventId"] <= m["upto"] for m in messages for p in m["payloads"])
+
+
+def _record(customer_pk: int, note: str) -> None:
+    try:
+        with transaction.atomic():
+            outbox.events_record([(customer_pk, {"type": "order", "order": {"note": f"{note}-{n}"}}) for n in range(2)])
+        wake()
+    finally:
+        if threading.current_thread() is not threading.main_thread():
+            connection.close()
