@@ -103,10 +103,9 @@ class FillsConsumer(AsyncJsonWebsocketConsumer):
                 # A message before it was lost (or it is of no known range): the table has it all.
                 await self._catch_up()
                 return
-            for payload in event["payloads"]:
-                event_id = payload.get("eventId")
-                if isinstance(event_id, int) and event_id > self.position:
-                    await self.send_json(payload)
+            for event_id, text in event["events"]:
+                if event_id > self.position:
+                    await self.send(text_data=text)
                     self.last_sent = self.position = event_id
             self.position = max(self.position, upto)
 

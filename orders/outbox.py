@@ -54,11 +54,12 @@ def events_record(messages: Sequence[tuple[int, dict[str, Any]]]) -> None:
 @dataclass(frozen=True)
 class Numbered:
     """What one numbering pass found: every committed event numbered in (`after`, `upto`], in order,
-    each as (customer code, payload with its eventId). Empty when nothing was waiting."""
+    each as (customer code, eventId, the message as JSON text with its eventId). Empty when nothing
+    was waiting."""
 
     after: int
     upto: int
-    events: list[tuple[str, dict[str, Any]]]
+    events: list[tuple[str, int, str]]
 
 
 def events_sequence(*, limit: int = SEQUENCE_BATCH) -> Numbered:
@@ -76,7 +77,7 @@ def events_sequence(*, limit: int = SEQUENCE_BATCH) -> Numbered:
         f"UPDATE {_TABLE} AS e SET event_id = top.top + numbered.n "
         f"FROM numbered, top, {Customer._meta.db_table} AS c "
         "WHERE e.id = numbered.id AND c.id = e.customer_id "
-        "RETURNING e.event_id, c.customer_id, e.payload, top.top"
+        "RETURNING e.event_id, c.customer_id, e.payload::text, top.top"
     )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(numbering, [limit])
@@ -84,8 +85,9 @@ def events_sequence(*, limit: int = SEQUENCE_BATCH) -> Numbered:
         rows = sorted(cursor.fetchall())
     if not rows:
         return Numbered(after=0, upto=0, events=[])
-    # jsonb comes back as text from a raw cursor (Django decodes JSON in the field, not the driver).
-    events = [(code, {**json.loads(payload), "eventId": event_id}) for event_id, code, payload, _ in rows]
+    # The message is sent as the text it is stored as, with its eventId put in front: no decoding and
+    # encoding again here, nor in each subscriber's consumer (jsonb prints an object as "{...}").
+    events = [(code, event_id, f'{{"eventId": {event_id}, {payload[1:]}') for event_id, code, payload, _ in rows]
     return Numbered(after=rows[0][3], upto=rows[-1][0], events=events)
 
 

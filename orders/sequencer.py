@@ -169,5 +169,13 @@ class Sequencer:
 
 
 async def _send(layer: Any, messages: list[tuple[str, dict[str, Any]]]) -> None:
+    # The groups at once (each group_send is a few Redis round trips), each group's messages in order.
+    by_group: dict[str, list[dict[str, Any]]] = {}
     for group, message in messages:
-        await layer.group_send(group, message)
+        by_group.setdefault(group, []).append(message)
+
+    async def send_group(group: str, in_order: list[dict[str, Any]]) -> None:
+        for message in in_order:
+            await layer.group_send(group, message)
+
+    await asyncio.gather(*(send_group(group, in_order) for group, in_order in by_group.items()))

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -89,7 +90,8 @@ def streamed_order_messages(customer_id: str, action: Callable[[], object]) -> l
                     message = await asyncio.wait_for(layer.receive(channel), timeout=5)
                 except TimeoutError:
                     break
-                orders = [payload["order"] for payload in message["payloads"] if payload["type"] == "order"]
+                payloads = [json.loads(text) for _, text in message["events"]]
+                orders = [payload["order"] for payload in payloads if payload["type"] == "order"]
                 if orders:
                     messages.append(orders[0])
                     break

@@ -40,14 +40,16 @@ EVENTS_PER_TRANSACTION = 2
 def test_frame_accounts_for_contiguous_ranges_per_group() -> None:
     # given a publisher that began at id 10 and last sent customer A's group up to 12
     sent_upto = {streaming.customer_group("A"): 12}
-    events = [("A", {"eventId": 13}), ("B", {"eventId": 14}), ("A", {"eventId": 15})]
+    events = [("A", 13, '{"eventId": 13}'), ("B", 14, '{"eventId": 14}'), ("A", 15, '{"eventId": 15}')]
 
     # when a pass numbered up to 16 is framed
     messages = streaming.frame(events, upto=16, sent_upto=sent_upto, start=10)
 
     # then each group gets its events with the range since its last message, up to the pass's end
     by_group = dict(messages)
-    ranges = {group: (m["after"], m["upto"], [p["eventId"] for p in m["payloads"]]) for group, m in by_group.items()}
+    ranges = {
+        group: (m["after"], m["upto"], [event_id for event_id, _ in m["events"]]) for group, m in by_group.items()
+    }
     assert ranges == {
         streaming.customer_group("A"): (12, 16, [13, 15]),
         streaming.customer_group("B"): (10, 16, [14]),
@@ -57,11 +59,11 @@ def test_frame_accounts_for_contiguous_ranges_per_group() -> None:
 
 
 def test_frame_chains_the_chunks_of_a_large_pass() -> None:
-    events = [("A", {"eventId": n}) for n in range(1, 251)]
+    events = [("A", n, f'{{"eventId": {n}}}') for n in range(1, 251)]
 
     messages = streaming.frame(events, upto=260, sent_upto={}, start=0)
 
-    ranges = [(m["after"], m["upto"], len(m["payloads"])) for g, m in messages if g == streaming.STAFF_GROUP]
+    ranges = [(m["after"], m["upto"], len(m["events"])) for g, m in messages if g == streaming.STAFF_GROUP]
     assert ranges == [(0, 100, 100), (100, 200, 100), (200, 260, 50)]
 
 
@@ -193,7 +195,7 @@ def test_the_sequencer_publishes_each_group_a_chain_of_ranges(market: Market, se
             for code in ("000002", "000003", "000002", "000003", "000002"):
                 await asyncio.to_thread(_record, customers[code], code)
             messages: list[dict[str, Any]] = []
-            while sum(len(m["payloads"]) for m in messages) < 6:
+            while sum(len(m["events"]) for m in messages) < 6:
                 messages.append(await asyncio.wait_for(layer.receive(channel), 10))  # a guard, not a timing
             return messages
         finally:
@@ -205,8 +207,11 @@ def test_the_sequencer_publishes_each_group_a_chain_of_ranges(market: Market, se
     for previous, message in itertools.pairwise(messages):
         assert message["after"] == previous["upto"]
     own = StreamEvent.objects.filter(customer_id=customers["000002"]).order_by("event_id")
-    assert [p["eventId"] for m in messages for p in m["payloads"]] == list(own.values_list("event_id", flat=True))
-    assert all(m["after"] < p["eventId"] <= m["upto"] for m in messages for p in m["payloads"])
+    sent = [json.loads(text) for m in messages for _, text in m["events"]]
+    assert [p["eventId"] for p in sent] == list(own.values_list("event_id", flat=True))
+    assert [event_id for m in messages for event_id, _ in m["events"]] == [p["eventId"] for p in sent]
+    assert all(m["after"] < event_id <= m["upto"] for m in messages for event_id, _ in m["events"])
+    assert {p["order"]["note"] for p in sent} == {f"000002-{n}" for n in range(2)}
 
 
 def _record(customer_pk: int, note: str) -> None:
