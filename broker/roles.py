@@ -27,8 +27,16 @@ CORRECT_TRADE = "orders.correct_trade"
 WORK_BREAKS = "reporting.work_breaks"
 RUN_RECONCILIATION = "reporting.run_reconciliation"
 HANDLE_DEAD_LETTERS = "broker.handle_dead_letters"
+POST_CASH_MOVEMENTS = "settlement.post_cash_movements"
 
-OPERATIONS_PERMISSIONS = (OPERATE_KILL_SWITCH, CORRECT_TRADE, WORK_BREAKS, RUN_RECONCILIATION, HANDLE_DEAD_LETTERS)
+OPERATIONS_PERMISSIONS = (
+    OPERATE_KILL_SWITCH,
+    CORRECT_TRADE,
+    WORK_BREAKS,
+    RUN_RECONCILIATION,
+    HANDLE_DEAD_LETTERS,
+    POST_CASH_MOVEMENTS,
+)
 
 # permission -> (model its content type hangs on, description), as the roles migration created them
 PERMISSIONS: dict[str, tuple[str, str]] = {
@@ -40,6 +48,7 @@ PERMISSIONS: dict[str, tuple[str, str]] = {
     WORK_BREAKS: ("break", "Can assign, comment on and resolve reconciliation breaks"),
     RUN_RECONCILIATION: ("reconciliationrun", "Can run reconciliation now"),
     HANDLE_DEAD_LETTERS: ("deadletter", "Can retry and close failed tasks, and act on their orders"),
+    POST_CASH_MOVEMENTS: ("posting", "Can post deposits, withdrawals and journals between customers"),
 }
 
 ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {

@@ -340,6 +340,9 @@ BULK_MAX_ATTEMPTS = env_int("BULK_MAX_ATTEMPTS", 3)
 # pruned hourly by beat), and an idle subscriber gets a heartbeat this often.
 STREAM_EVENTS_KEEP_HOURS = max(24.0, float(os.environ.get("STREAM_EVENTS_KEEP_HOURS", "48")))
 STREAM_HEARTBEAT_SECONDS = float(os.environ.get("STREAM_HEARTBEAT_SECONDS", "15"))
+# Account activities are listed up to this long before the oldest open transaction began
+# (orders/activities.py): the most a movement's time may precede its transaction's first statement.
+ACTIVITY_HORIZON_SECONDS = float(os.environ.get("ACTIVITY_HORIZON_SECONDS", "1"))
 # The stream's sequencer (orders/sequencer.py) passes at least this often, woken or not: the most a
 # lost wake delays the stream.
 STREAM_SEQUENCER_POLL_SECONDS = float(os.environ.get("STREAM_SEQUENCER_POLL_SECONDS", "1"))

@@ -63,17 +63,19 @@ class Numbered:
 
 
 def events_sequence(*, limit: int = SEQUENCE_BATCH) -> Numbered:
-    """Give the oldest `limit` committed events without an eventId the next ids, in insert order, and
-    commit that. Whatever committed before this pass began is numbered by it (or by the next, past
-    `limit`); whatever commits later gets a higher id. Only the sequencer calls this outside tests."""
+    """Give the oldest `limit` committed events without an eventId the next ids, and commit that. Each
+    transaction's events stay together, in the order it wrote them (by the writer's transaction id,
+    oldest first: concurrent inserts draw row ids in turns, so row ids alone would interleave them).
+    Whatever committed before this pass began is numbered by it (or by the next, past `limit`);
+    whatever commits later gets a higher id. Only the sequencer calls this outside tests."""
     # The lock first, in a statement of its own: the numbering statement's snapshot is taken after it,
     # so it sees the ids the previous pass committed. One round trip for both. (Table names from the
     # models; values as parameters.)
     numbering = (
         f"SELECT pg_advisory_xact_lock({SEQUENCE_LOCK}); "  # noqa: S608
         f"WITH top AS (SELECT coalesce(max(event_id), 0) AS top FROM {_TABLE}), "
-        f"waiting AS (SELECT id FROM {_TABLE} WHERE event_id IS NULL ORDER BY id LIMIT %s), "
-        "numbered AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM waiting) "
+        f"waiting AS (SELECT id, age(xmin) AS age FROM {_TABLE} WHERE event_id IS NULL ORDER BY id LIMIT %s), "
+        "numbered AS (SELECT id, row_number() OVER (ORDER BY age DESC, id) AS n FROM waiting) "
         f"UPDATE {_TABLE} AS e SET event_id = top.top + numbered.n "
         f"FROM numbered, top, {Customer._meta.db_table} AS c "
         "WHERE e.id = numbered.id AND c.id = e.customer_id "

@@ -337,6 +337,10 @@ _NOTIONAL = Round(
 )
 
 
+# The cash movements staff post by hand (settlement.services.movement_post).
+_MOVEMENTS = (PostingPurpose.CASH_DEPOSIT, PostingPurpose.CASH_WITHDRAWAL, PostingPurpose.JOURNAL)
+
+
 def _settled_trades() -> QuerySet[Trade]:
     """Trades whose current version is in the ledger: a bust reverses a settled trade's posting, and an
     amend reverses the old version and posts the new one, so the ledger holds exactly these."""
@@ -345,8 +349,9 @@ def _settled_trades() -> QuerySet[Trade]:
 
 def check_customer_cash() -> list[Found]:
     """Each customer's settled cash (the same sum as `settlement.selectors.cash_balance`, for every
-    customer in one query) equals initial funds, if funded, plus every settled trade's cash effect:
-    -notional - fee for a buy, +notional - fee for a sell, notional rounded half-up to the cent."""
+    customer in one query) equals initial funds, if funded, plus the deposits, withdrawals and cash
+    journals staff posted, plus every settled trade's cash effect: -notional - fee for a buy,
+    +notional - fee for a sell, notional rounded half-up to the cent."""
     funded = set(Posting.objects.filter(purpose=PostingPurpose.INITIAL_FUNDING).values_list("customer_id", flat=True))
     traded = dict(
         _settled_trades()
@@ -359,26 +364,30 @@ def check_customer_cash() -> list[Found]:
         )
         .values_list("customer_id", "cash")
     )
-    ledger = dict(
+    ledger, moved = {}, {}
+    for customer, total, movements in (
         LedgerEntry.objects.filter(account__kind=AccountKind.CUSTOMER_CASH)
         .values("account__customer_id")
-        .annotate(total=Sum("amount"))
-        .values_list("account__customer_id", "total")
-    )
+        .annotate(total=Sum("amount"), movements=Sum("amount", filter=Q(purpose__in=_MOVEMENTS)))
+        .values_list("account__customer_id", "total", "movements")
+    ):
+        ledger[customer], moved[customer] = total, movements
     found = []
     for pk, customer_id, initial_funds in Customer.objects.order_by("customer_id").values_list(
         "pk", "customer_id", "initial_funds"
     ):
         funds = initial_funds if pk in funded else ZERO
-        trades = traded.get(pk) or ZERO
-        expected, actual = funds + trades, ledger.get(pk) or ZERO
+        trades, movements = traded.get(pk) or ZERO, moved.get(pk) or ZERO
+        expected, actual = funds + movements + trades, ledger.get(pk) or ZERO
         if expected != actual:
             found.append(
                 Found(
                     kind=BreakKind.CUSTOMER_CASH_MISMATCH,
                     records={"customer": customer_id},
                     expected=(
-                        f"cash {_amount(expected)} (initial funds {_amount(funds)}, settled trades {_amount(trades)})"
+                        f"cash {_amount(expected)} (initial funds {_amount(funds)}, "
+                        + (f"deposits, withdrawals and journals {_amount(movements)}, " if movements else "")
+                        + f"settled trades {_amount(trades)})"
                     ),
                     actual=f"cash {_amount(actual)} in the ledger",
                 )
@@ -392,7 +401,9 @@ def check_holdings() -> list[Found]:
     securities = LedgerEntry.objects.filter(account__kind=AccountKind.CUSTOMER_SECURITIES)
     transferred = {
         (customer, asset): total
-        for customer, asset, total in securities.filter(purpose=PostingPurpose.SECURITIES_TRANSFER_IN)
+        for customer, asset, total in securities.filter(
+            purpose__in=(PostingPurpose.SECURITIES_TRANSFER_IN, PostingPurpose.JOURNAL)
+        )
         .values("account__customer_id", "asset")
         .annotate(total=Sum("amount"))
         .values_list("account__customer_id", "asset", "total")

@@ -63,6 +63,9 @@ class PostingPurpose(models.TextChoices):
     SECURITIES_TRANSFER_IN = "TransferIn", "Securities transferred in"
     TRADE_SETTLEMENT = "TradeSettlement", "Trade settlement"
     TRADE_REVERSAL = "TradeReversal", "Reversal of a corrected or busted trade"
+    CASH_DEPOSIT = "CashDeposit", "Cash deposit"
+    CASH_WITHDRAWAL = "CashWithdrawal", "Cash withdrawal"
+    JOURNAL = "Journal", "Journal between two customers"
 
 
 class Posting(models.Model):
@@ -76,8 +79,12 @@ class Posting(models.Model):
     description = models.CharField(max_length=200, blank=True)
     # An external reference (a transfer's id) that makes a deposit idempotent.
     reference = models.CharField(max_length=100, blank=True)
-    # Cost basis per share of transferred-in shares (a trade's cost is its cash leg).
+    # Cost basis per share of transferred-in (or journaled) shares (a trade's cost is its cash leg).
     unit_cost = models.DecimalField(max_digits=18, decimal_places=4, null=True, blank=True)
+    # Who posted a deposit, withdrawal or journal by hand (staff), and a journal's receiving customer
+    # (`customer` is the one it comes from): the posting is the audit record of the movement.
+    actor = models.CharField(max_length=150, blank=True)
+    counterparty = models.ForeignKey(Customer, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -107,7 +114,8 @@ class Leg(models.TextChoices):
     CASH = "Cash"
     SECURITIES = "Securities"
     FEE = "Fee"
-    FUNDING = "Funding"
+    FUNDING = "Funding"  # money or shares from or to outside the broker (deposits, withdrawals, transfers)
+    JOURNAL = "Journal"  # between two customers' accounts
 
 
 class LedgerEntry(models.Model):

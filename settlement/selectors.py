@@ -53,8 +53,9 @@ def holdings(*, customer_id: int) -> dict[str, Holding]:
                 PostingPurpose.TRADE_SETTLEMENT,
                 PostingPurpose.SECURITIES_TRANSFER_IN,
                 PostingPurpose.TRADE_REVERSAL,
+                PostingPurpose.JOURNAL,
             ),
-            leg__in=(Leg.CASH, Leg.SECURITIES, Leg.FUNDING),
+            leg__in=(Leg.CASH, Leg.SECURITIES, Leg.FUNDING, Leg.JOURNAL),
         )
         .order_by("posting_id", "id")
         .values_list("posting_id", "leg", "asset", "amount", "posting__unit_cost", "purpose")
@@ -62,22 +63,30 @@ def holdings(*, customer_id: int) -> dict[str, Holding]:
     per_posting: dict[int, dict[str, object]] = defaultdict(dict)
     for posting_id, leg, asset, amount, unit_cost, purpose in entries:
         per_posting[posting_id]["reversal"] = purpose == PostingPurpose.TRADE_REVERSAL
+        per_posting[posting_id]["journal"] = purpose == PostingPurpose.JOURNAL
         if asset != CASH_ASSET:
             per_posting[posting_id].update(symbol=asset, shares=amount)
-            if unit_cost is not None:  # a transfer in: its cost basis is recorded on the posting
+            if unit_cost is not None:  # a transfer in or journal: its cost basis is on the posting
                 per_posting[posting_id]["cash"] = -unit_cost * amount
         elif leg == Leg.CASH:
             per_posting[posting_id]["cash"] = amount
     positions: dict[str, Holding] = {}
     for posting_id in sorted(per_posting):
         legs = per_posting[posting_id]
+        if "symbol" not in legs:
+            continue  # a cash journal: no shares moved
         # No cash leg: the trade's notional rounded to 0.00 (a sub-penny price), and the ledger keeps
         # no zero entries. The shares still moved, for nothing.
         cash = Decimal(str(legs.get("cash", ZERO)))
         symbol, shares = str(legs["symbol"]), Decimal(str(legs["shares"]))
         holding = positions.setdefault(symbol, Holding(symbol=symbol))
         price = -cash / shares
-        if legs["reversal"] and shares < 0:
+        if legs["journal"] and shares < 0:
+            # Shares journaled to another customer leave at the average cost: nothing is realized.
+            average = holding.cost / holding.quantity if holding.quantity else price
+            holding.cost += average * shares
+            holding.quantity += shares
+        elif legs["reversal"] and shares < 0:
             # Undoing a buy takes that lot out at its own price: no P&L is realized by a correction.
             holding.cost += -cash
             holding.quantity += shares

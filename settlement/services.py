@@ -1,4 +1,5 @@
-"""Ledger writes: fund a customer, post a trade's settlement (delivery versus payment).
+"""Ledger writes: fund a customer, post a trade's settlement (delivery versus payment), and the
+movements staff post by hand (deposits, withdrawals, journals between customers).
 
 Every posting is written in one transaction and balances per asset; the database refuses an
 unbalanced posting at commit and a second posting of the same trade leg at insert.
@@ -149,6 +150,102 @@ def customer_transfer_in(
         ],
     )
     return posting
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """A cash deposit or withdrawal, or a journal, as staff post it by hand (`movement_post`)."""
+
+    purpose: str  # CashDeposit | CashWithdrawal | Journal
+    customer_id: int  # the customer the money or shares come from (a deposit: the one it goes to)
+    asset: str  # "USD", or a ticker symbol (journals only)
+    amount: Decimal  # positive: cash to the cent, shares whole
+    reason: str
+    actor: str
+    counterparty_id: int | None = None  # a journal's receiving customer
+    reference: str = ""  # the caller's id for the movement: posting it again returns the first posting
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    posting: Posting
+    replayed: bool  # the reference was posted before; nothing new was written
+
+
+def movement_post(movement: Movement) -> Posted:
+    """Post a deposit, a withdrawal or a journal between two customers, refusing (409) one that would
+    take more than the paying customer has available (its balance less what open orders hold).
+
+    The customers' rows are locked first, in id order (the head of the global lock order, as an order
+    entry takes its customer's), so the availability read here cannot be spent twice by a concurrent
+    order, withdrawal or journal. Idempotent per `reference`.
+    """
+    from broker.exceptions import Conflict
+
+    with transaction.atomic():
+        if movement.reference and (found := _posted(movement)) is not None:
+            return Posted(posting=found, replayed=True)
+        party_ids = sorted({movement.customer_id, movement.counterparty_id or movement.customer_id})
+        locked = list(Customer.objects.select_for_update(no_key=True).filter(pk__in=party_ids).order_by("pk"))
+        if len(locked) != len(party_ids):
+            raise Conflict("The customer no longer exists.", field="customerId")
+        paying = None if movement.purpose == PostingPurpose.CASH_DEPOSIT else movement.customer_id
+        unit_cost = None
+        if paying is not None:
+            have = available(customer_id=paying, asset=movement.asset)
+            if have < movement.amount:
+                shown = f"{have.quantize(CENT)}" if movement.asset == CASH_ASSET else f"{have.normalize():f}"
+                raise Conflict(
+                    f"Refused: it would leave the account negative ({shown} {movement.asset} available, "
+                    f"{movement.amount} needed).",
+                    field="amount",
+                )
+        if movement.asset != CASH_ASSET:
+            # The shares keep their cost: the receiver takes them at the sender's average cost, and the
+            # sender gives them up at it (no P&L is realized by moving shares between accounts).
+            from settlement.selectors import holdings
+
+            held = holdings(customer_id=movement.customer_id).get(movement.asset)
+            unit_cost = held.average_cost if held is not None else None
+        try:
+            with transaction.atomic():
+                posting = Posting.objects.create(
+                    purpose=movement.purpose,
+                    customer_id=movement.customer_id,
+                    counterparty_id=movement.counterparty_id,
+                    reference=movement.reference,
+                    unit_cost=unit_cost,
+                    actor=movement.actor,
+                    description=movement.reason,
+                )
+        except IntegrityError:
+            # The same reference committed by a concurrent call while this one waited for the locks.
+            found = _posted(movement)
+            if found is None:
+                raise
+            return Posted(posting=found, replayed=True)
+        _post(posting=posting, lines=_movement_lines(movement))
+        return Posted(posting=posting, replayed=False)
+
+
+def _posted(movement: Movement) -> Posting | None:
+    return Posting.objects.filter(purpose=movement.purpose, reference=movement.reference).first()
+
+
+def _movement_lines(movement: Movement) -> list[tuple[Account, str, Decimal]]:
+    cash = movement.asset == CASH_ASSET
+    kind = AccountKind.CUSTOMER_CASH if cash else AccountKind.CUSTOMER_SECURITIES
+    own: AccountKey = (kind, movement.customer_id, None, movement.asset)
+    if movement.purpose == PostingPurpose.JOURNAL:
+        assert movement.counterparty_id is not None
+        other: AccountKey = (kind, movement.counterparty_id, None, movement.asset)
+        leg = Leg.JOURNAL
+    else:
+        other = (AccountKind.CLIENT_FUNDING, None, None, movement.asset)
+        leg = Leg.FUNDING
+    accounts = _accounts([own, other])
+    sign = 1 if movement.purpose == PostingPurpose.CASH_DEPOSIT else -1
+    return [(accounts[own], leg, sign * movement.amount), (accounts[other], leg, -sign * movement.amount)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,11 +13,13 @@ from orders import roles
 PASSWORD = "screens-pw-1"
 _migration = importlib.import_module("orders.migrations.0010_staff_roles")
 _dead_letters = importlib.import_module("orders.migrations.0016_dead_letter_permission")
+_cash_movements = importlib.import_module("orders.migrations.0020_cash_movement_permission")
 
 
 def roles_ensure() -> None:
     _migration.create_roles(apps, None)
     _dead_letters.add_permission(apps, None)
+    _cash_movements.add_permission(apps, None)
 
 
 def staff_user(username: str, group: str) -> User:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from orders.api import views
+from orders.api import accounts, views
 
 urlpatterns = [
     path("orders", views.OrderListCreateView.as_view(), name="orders"),
@@ -13,5 +13,10 @@ urlpatterns = [
     path("trades/<uuid:trade_id>/bust", views.TradeCorrectView.as_view(bust=True), name="trade-bust"),
     path("customers/<str:customer_id>", views.CustomerDetailView.as_view(), name="customer-detail"),
     path("customers/<str:customer_id>/holdings", views.CustomerHoldingsView.as_view(), name="customer-holdings"),
+    path(
+        "customers/<str:customer_id>/activities", accounts.CustomerActivitiesView.as_view(), name="customer-activities"
+    ),
+    path("customers/<str:customer_id>/cash-movements", accounts.CashMovementView.as_view(), name="cash-movements"),
+    path("journals", accounts.JournalView.as_view(), name="journals"),
     path("halts", views.HaltListSetView.as_view(), name="halts"),
 ]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 import pytest
 from django.db import connection, transaction
@@ -13,6 +15,7 @@ from django.db import connection, transaction
 from broker import services as broker_services
 from broker.exceptions import Conflict
 from broker.models import Customer
+from orders import selectors as order_selectors
 from orders import services
 from orders.models import Order, OrderStatus, Trade
 from pools import services as pool_services
@@ -23,7 +26,7 @@ from reporting.reconciliation import reconciliation_run
 from settlement import services as settlement_services
 from settlement.models import AccountKind, LedgerEntry
 from settlement.selectors import cash_balance, holdings
-from tests.conftest import make_pools, make_ticker, place
+from tests.conftest import make_pools, make_ticker, place, staff_client
 from tests.integration.conftest import Stack, wait_until_quiet
 from tests.invariants import all_violations
 
@@ -101,6 +104,8 @@ def test_a_randomized_day_keeps_every_invariant(stack: Stack) -> None:
     assert "0 breaks" in clean.summary
     # and the nightly aggregation of the day equals a plain recomputation over the same trades
     _assert_aggregation_matches_trades()
+    # and every customer's activities add up to its cash and shares
+    _assert_activities_match_the_books()
 
     # when one ledger entry is tampered with and one venue execution goes missing
     fee_entry = LedgerEntry.objects.filter(account__kind=AccountKind.FEE_INCOME).order_by("pk").first()
@@ -122,6 +127,33 @@ def test_a_randomized_day_keeps_every_invariant(stack: Stack) -> None:
 
 
 CENT = Decimal("0.01")
+
+
+def _assert_activities_match_the_books() -> None:
+    """Every customer's activities (every page, over the API) against the ledger and the summary."""
+    from django.conf import settings
+
+    time.sleep(settings.ACTIVITY_HORIZON_SECONDS)  # the last movements reach the horizon
+    staff = staff_client()
+    for customer in Customer.objects.all():
+        rows: list[dict[str, Any]] = []
+        page = staff.get(f"/api/customers/{customer.customer_id}/activities", {"pageSize": 500})
+        while True:
+            assert page.status_code == 200
+            rows += page.json()["activities"]
+            if page.json()["next"] is None:
+                break
+            page = staff.get(page.json()["next"])
+        assert len({row["activityId"] for row in rows}) == len(rows)
+        summary = order_selectors.customer_summary(customer=customer)
+        assert sum(Decimal(row["netAmount"]) for row in rows) == summary.settled_cash + summary.unsettled_cash
+        assert sum(Decimal(row["netAmount"]) for row in rows if row["settled"]) == cash_balance(customer_id=customer.pk)
+        shares: dict[str, Decimal] = {}
+        for row in rows:
+            if row["quantity"] is not None and row["settled"]:
+                shares[row["symbol"]] = shares.get(row["symbol"], Decimal(0)) + Decimal(row["quantity"])
+        held = {symbol: position.quantity for symbol, position in holdings(customer_id=customer.pk).items()}
+        assert {symbol: quantity for symbol, quantity in shares.items() if quantity or symbol in held} == held
 
 
 def _assert_aggregation_matches_trades() -> None:

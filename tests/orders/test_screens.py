@@ -60,10 +60,13 @@ def test_the_roles_migration_made_the_groups() -> None:
 
     assert set(Group.objects.values_list("name", flat=True)) >= {roles.TRADER, roles.OPERATIONS, roles.ADMIN}
     admin = Group.objects.get(name=roles.ADMIN)
-    # the seven of the roles migration, and the dead letters' (orders/migrations/0016)
-    assert admin.permissions.count() == 8
+    # the seven of the roles migration, the dead letters' (orders/migrations/0016) and the cash
+    # movements' (orders/migrations/0020)
+    assert admin.permissions.count() == 9
     operations = Group.objects.get(name=roles.OPERATIONS)
     assert operations.permissions.filter(codename="handle_dead_letters").exists()
+    assert operations.permissions.filter(codename="post_cash_movements").exists()
+    assert not Group.objects.get(name=roles.TRADER).permissions.filter(codename="post_cash_movements").exists()
 
 
 def test_the_ticket_places_through_the_order_service_and_answers_bad_input_next_to_the_field(market: Market) -> None:
