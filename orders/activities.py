@@ -187,6 +187,8 @@ class Query:
     until_id: str | None = None
     day: date | None = None
     page_size: int = PAGE_SIZE
+    # False: up to now, for a screen that shows a day rather than a cursor that must never skip one.
+    below_horizon: bool = True
 
 
 def activity_time(activity_id: str) -> datetime:
@@ -204,7 +206,7 @@ def horizon() -> datetime:
 
 def activities_list(query: Query) -> list[dict[str, Any]]:
     """One page of the customer's activities, ascending by activityId, as API dicts."""
-    end = horizon()
+    end = horizon() if query.below_horizon else datetime.now(UTC) + timedelta(seconds=1)
     start = datetime(1970, 1, 1, tzinfo=UTC)
     if query.day is not None:
         day_start = datetime.combine(query.day, time(0), tzinfo=MARKET_TZ)

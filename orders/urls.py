@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from orders import dead_letter_views, views
+from orders import account_views, dead_letter_views, views
 
 app_name = "orders"
 
@@ -15,6 +15,7 @@ urlpatterns = [
     path("orders/bulk/<uuid:batch_id>/book/", views.bulk_book, name="bulk-book"),
     path("orders/<uuid:order_id>/", views.order_detail, name="order-detail"),
     path("orders/<uuid:order_id>/cancel/", views.order_cancel, name="order-cancel"),
+    path("accounts/", account_views.accounts, name="accounts"),
     path("operations/halts/", views.halts, name="halts"),
     path("operations/dead-letters/", dead_letter_views.dead_letters, name="dead-letters"),
     path("operations/dead-letters/<int:letter_id>/", dead_letter_views.dead_letter, name="dead-letter"),
