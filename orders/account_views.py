@@ -4,10 +4,12 @@ same checks as the API (orders/api/accounts.py)."""
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -33,7 +35,9 @@ def accounts(request: HttpRequest) -> HttpResponse:
     customer_id = source.get("customer", "").strip()
     customer = Customer.objects.filter(customer_id=customer_id).first() if customer_id else None
     may_post = access.staff_may(user=request.user, permission=roles.POST_CASH_MOVEMENTS)
-    if request.method == "POST" and customer is not None and may_post:
+    if request.method == "POST" and not may_post:
+        raise PermissionDenied(access.permission_message(roles.POST_CASH_MOVEMENTS))
+    if request.method == "POST" and customer is not None:
         _post_movement(request, customer)
         return redirect(f"{request.path}?customer={customer.customer_id}")
     try:
@@ -66,7 +70,7 @@ def _post_movement(request: HttpRequest, customer: Customer) -> None:
             body: dict[str, Any] = {
                 key: data[key] for key in ("type", "toCustomerId", "amount", "symbol", "reason") if key in data
             }
-            if data.get("quantity", "").isdigit():
+            if re.fullmatch(r"[0-9]{1,10}", data.get("quantity", "")):
                 body["quantity"] = int(data["quantity"])
             elif "quantity" in data:
                 body["quantity"] = data["quantity"]

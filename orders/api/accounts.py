@@ -3,6 +3,7 @@ the blotter), and the deposits, withdrawals and journals staff post by hand (ord
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -74,7 +75,8 @@ def activities_query(params: Any, *, customer_pk: int) -> activities.Query:
         asked = [name.strip().upper() for name in str(text).split(",") if name.strip()]
         unknown = [name for name in asked if name not in activities.TYPES]
         if unknown or not asked:
-            errors["type"] = [f"Unknown activity type {', '.join(unknown)!r}; one of {', '.join(activities.TYPES)}."]
+            shown = ", ".join(repr(name[:20]) for name in unknown[:3])
+            errors["type"] = [f"Unknown activity type {shown}; one of {', '.join(activities.TYPES)}."]
         types = tuple(asked)
     bounds: dict[str, str | None] = {}
     for name in ("since_id", "until_id"):
@@ -97,7 +99,8 @@ def activities_query(params: Any, *, customer_pk: int) -> activities.Query:
             errors["date"] = ["Must be a date, YYYY-MM-DD."]
     page_size = activities.PAGE_SIZE
     if (text := params.get("pageSize")) is not None:
-        if not text.isdigit() or not 1 <= int(text) <= activities.MAX_PAGE_SIZE:
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+        if not re.fullmatch(r"[0-9]{1,4}", text) or not 1 <= int(text) <= activities.MAX_PAGE_SIZE:
             errors["pageSize"] = [f"Must be a whole number from 1 to {activities.MAX_PAGE_SIZE}."]
         else:
             page_size = int(text)

@@ -343,12 +343,25 @@ def test_activities_page_by_cursor_and_filter_by_type(market: Market) -> None:
         ({"date": "2026-13-01"}, "date"),
         ({"pageSize": "0"}, "pageSize"),
         ({"pageSize": "501"}, "pageSize"),
+        ({"pageSize": "\u00b2"}, "pageSize"),
     ],
 )
 def test_a_bad_activities_query_is_a_400_naming_it(market: Market, params: dict[str, str], field: str) -> None:
     response = client_for("000002").get("/api/customers/000002/activities", params)
     assert response.status_code == 400
     assert field in response.json()
+
+
+def test_a_trader_may_read_the_accounts_screen_but_not_post_on_it(market: Market) -> None:
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(staff_user("t2", roles.TRADER))
+    assert browser.get("/accounts/?customer=000002").status_code == 200
+    entries = LedgerEntry.objects.count()
+    posted = browser.post("/accounts/", {"customer": "000002", "type": "CSD", "amount": "5.00", "reason": "r"})
+    assert posted.status_code == 403
+    assert LedgerEntry.objects.count() == entries
 
 
 def test_a_client_reads_only_its_own_activities(market: Market) -> None:
