@@ -21,7 +21,7 @@ from broker.models import Customer
 from broker.screens import StaffRequest as HttpRequest
 from broker.screens import screen
 from orders import activities, roles, selectors
-from orders.api.accounts import cash_movement_parse, journal_parse
+from orders.api.accounts import YEAR_MAX, cash_movement_parse, journal_parse
 from orders.forms import customer_choices
 from settlement.services import movement_post
 
@@ -42,7 +42,9 @@ def accounts(request: HttpRequest) -> HttpResponse:
         return redirect(f"{request.path}?customer={customer.customer_id}")
     try:
         day = date.fromisoformat(request.GET.get("date", ""))
-    except ValueError:
+        if not 1970 <= day.year <= YEAR_MAX:
+            raise ValueError(day)
+    except ValueError:  # no day, or none the activities can be listed for: today
         day = timezone.localtime(timezone.now(), activities.MARKET_TZ).date()
     context: dict[str, Any] = {
         "customers": customer_choices()[1:],

@@ -30,6 +30,7 @@ REFERENCE_TEXT = Text.of(Posting, "reference")
 CUSTOMER_TEXT = Text.of(Customer, "customer_id")
 MAX_CASH = Decimal("1000000000000")  # a trillion: anything above is a typo, not a deposit
 MAX_SHARES = 1_000_000_000
+YEAR_MAX = 9998  # activity dates and ids: beyond it, a day's bounds would leave Python's datetime range
 
 
 class CustomerActivitiesView(APIView):
@@ -84,7 +85,11 @@ def activities_query(params: Any, *, customer_pk: int) -> activities.Query:
         bounds[name] = value
         if value is not None:
             try:
-                valid = activities.ACTIVITY_ID.match(value) is not None and activities.activity_time(value) is not None
+                # A year the time arithmetic can go a day either side of (9999-12-31 would overflow).
+                valid = (
+                    activities.ACTIVITY_ID.match(value) is not None
+                    and 1970 <= activities.activity_time(value).year <= YEAR_MAX
+                )
             except ValueError:
                 valid = False
             if not valid:
@@ -95,8 +100,10 @@ def activities_query(params: Any, *, customer_pk: int) -> activities.Query:
     if (text := params.get("date")) is not None:
         try:
             day = date.fromisoformat(text)
+            if not 1970 <= day.year <= YEAR_MAX:
+                raise ValueError(text)
         except ValueError:
-            errors["date"] = ["Must be a date, YYYY-MM-DD."]
+            errors["date"] = [f"Must be a date, YYYY-MM-DD, from 1970 to {YEAR_MAX}."]
     page_size = activities.PAGE_SIZE
     if (text := params.get("pageSize")) is not None:
         # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.

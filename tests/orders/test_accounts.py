@@ -341,6 +341,8 @@ def test_activities_page_by_cursor_and_filter_by_type(market: Market) -> None:
         ({"since_id": "42"}, "since_id"),
         ({"until_id": "20261399000000000000-01-000000000001"}, "until_id"),
         ({"date": "2026-13-01"}, "date"),
+        ({"date": "9999-12-31"}, "date"),
+        ({"until_id": "99991231235959999999-01-000000000001"}, "until_id"),
         ({"pageSize": "0"}, "pageSize"),
         ({"pageSize": "501"}, "pageSize"),
         ({"pageSize": "\u00b2"}, "pageSize"),
@@ -358,6 +360,7 @@ def test_a_trader_may_read_the_accounts_screen_but_not_post_on_it(market: Market
     browser = Client()
     browser.force_login(staff_user("t2", roles.TRADER))
     assert browser.get("/accounts/?customer=000002").status_code == 200
+    assert browser.get("/accounts/?customer=000002&date=9999-12-31").status_code == 200  # shows today
     entries = LedgerEntry.objects.count()
     posted = browser.post("/accounts/", {"customer": "000002", "type": "CSD", "amount": "5.00", "reason": "r"})
     assert posted.status_code == 403
