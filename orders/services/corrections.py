@@ -116,6 +116,7 @@ def trade_correct(
         )
         versions, events = [], []
         pending_changes: dict[int, Decimal] = {}
+        held_unsettled = False
         for trade in trades:
             versions.append(
                 _trade_snapshot_change(trade, change="Bust" if bust else "Amend", reason=reason, actor=actor)
@@ -133,6 +134,7 @@ def trade_correct(
                 if not bust:
                     settlement_services.trade_post(trade=to_settle(trade))
             else:
+                held_unsettled = held_unsettled or not bust
                 new_cost = Decimal(0) if bust else trade_cost(trade)
                 pending_changes[trade.order_id] = pending_changes.get(trade.order_id, Decimal(0)) + new_cost - old_cost
             events.append(
@@ -157,7 +159,7 @@ def trade_correct(
         _recount_after_correction(parents=parents, children=children, events=events, actor=actor)
         OrderEvent.objects.bulk_create(events)
         reports_from = min(timezone.localtime(trade.trade_date, MARKET_TZ).date() for trade in trades)
-        Effects(orders=parents, reports_from=reports_from).on_commit()
+        Effects(orders=parents, reports_from=reports_from, settle=held_unsettled).on_commit()
     return current
 
 

@@ -114,6 +114,9 @@ class Effects:
     orders: dict[int, Order] = field(default_factory=dict)
     settled: list[Trade] = field(default_factory=list)
     market_data: list[int] = field(default_factory=list)  # tickers whose data is missing or stale
+    # Unsettled trades this transaction held locked (a correction): a settlement running meanwhile
+    # skipped them (it skips locked rows), so ask for another one.
+    settle: bool = False
     # A trade of this trading day (New York) changed: the stored reports from it on are stale.
     reports_from: date | None = None
 
@@ -158,7 +161,7 @@ class Effects:
             tasks.match_book.apply_async(args=(pool_id, ticker_id), queue=queue)
         for child_id, attempt, queue in self.matches:
             tasks.match_child.apply_async(args=(child_id, attempt), queue=queue)
-        if self.trades and settings.SETTLEMENT_CYCLE == "T+0":
+        if (self.trades or self.settle) and settings.SETTLEMENT_CYCLE == "T+0":
             settle_pending_request()
         self.record()  # a caller that runs the effects directly, outside a transaction of its own
         if self._recorded:

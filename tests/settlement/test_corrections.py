@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -157,3 +158,26 @@ def test_only_staff_may_correct_over_the_api(market: Market) -> None:
     assert good.json()["version"] == 2
     assert good.json()["current"]["price"] == "255.00"
     assert client_for("000003").get(f"/api/trades/{trade.trade_id}/history").status_code == 404
+
+
+def test_amending_an_unsettled_trade_asks_for_a_settlement_after_its_commit(
+    market: Market, django_capture_on_commit_callbacks: Any
+) -> None:
+    # given an unsettled fill (a settlement running while the correction held its row skipped it:
+    # it skips locked trades, so nothing else would settle this one until the scheduled sweep)
+    from broker.cache import shared_cache
+    from orders.services.effects import SETTLE_PENDING_KEY
+
+    order = place("000002", quantity=100, price="260.00", timeInForce="IOC")
+    drive(order)
+    trade = Trade.objects.filter(order=order).first()
+    assert trade is not None
+    assert trade.settlement_date is None
+    shared_cache().delete(SETTLE_PENDING_KEY)
+
+    # when Operations amend it and the correction commits
+    with django_capture_on_commit_callbacks(execute=True):
+        services.trade_correct(trade_id=trade.pk, price=Decimal("259.00"), reason="price fix", actor="ops")
+
+    # then a settlement was asked for (its mark is set until the task starts)
+    assert shared_cache().get(SETTLE_PENDING_KEY) is not None
