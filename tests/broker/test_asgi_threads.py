@@ -20,11 +20,13 @@ from broker.asgi import OneHopASGIHandler
 @pytest.fixture
 def served_on() -> Any:
     """The threads that finished each request, in order: Django sends request_finished from the
-    request's own thread when it closes the response."""
-    threads: list[int] = []
+    request's own thread when it closes the response. The Thread objects, not their idents: a thread
+    that has ended may leave its ident to the next one (compared by identity, the objects are kept
+    alive by this list)."""
+    threads: list[threading.Thread] = []
 
     def remember(**kwargs: Any) -> None:
-        threads.append(threading.get_ident())
+        threads.append(threading.current_thread())
 
     request_finished.connect(remember)
     yield threads
@@ -36,7 +38,7 @@ def _get(handler: OneHopASGIHandler, path: str) -> int:
     return int(response["status"])
 
 
-def test_consecutive_requests_run_on_one_kept_thread(served_on: list[int]) -> None:
+def test_consecutive_requests_run_on_one_kept_thread(served_on: list[threading.Thread]) -> None:
     handler = OneHopASGIHandler()
     # An unknown API path: a full trip through the middleware and the URL resolver, no database.
     assert _get(handler, "/api/no-such-endpoint") == 404
@@ -47,12 +49,12 @@ def test_consecutive_requests_run_on_one_kept_thread(served_on: list[int]) -> No
 
     assert handler._idle == [executor]
     assert len(served_on) == 3
-    assert len(set(served_on)) == 1, "each request ran on a new thread"
-    assert served_on[0] != threading.get_ident()
+    assert all(thread is served_on[0] for thread in served_on), "each request ran on a new thread"
+    assert served_on[0] is not threading.current_thread()
     executor.shutdown()
 
 
-def test_executors_beyond_the_kept_number_are_shut_down(served_on: list[int]) -> None:
+def test_executors_beyond_the_kept_number_are_shut_down(served_on: list[threading.Thread]) -> None:
     handler = OneHopASGIHandler()
     handler.KEEP_EXECUTORS = 0
     assert _get(handler, "/api/no-such-endpoint") == 404
@@ -61,4 +63,4 @@ def test_executors_beyond_the_kept_number_are_shut_down(served_on: list[int]) ->
     assert handler._idle == []
     assert len(served_on) == 2
     # Nothing kept: the second request had a thread of its own.
-    assert served_on[0] != served_on[1]
+    assert served_on[0] is not served_on[1]
