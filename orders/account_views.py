@@ -5,7 +5,7 @@ same checks as the API (orders/api/accounts.py)."""
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from django.contrib import messages
@@ -16,13 +16,15 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from broker import access
-from broker.exceptions import ApplicationError
+from broker.exceptions import ApplicationError, ValidationFailed
 from broker.models import Customer
 from broker.screens import StaffRequest as HttpRequest
 from broker.screens import screen
 from orders import activities, roles, selectors
 from orders.api.accounts import YEAR_MAX, cash_movement_parse, journal_parse
+from orders.api.statements import month_parse
 from orders.forms import customer_choices
+from orders.statements import Month, activity_details, monthly_statement
 from settlement.services import movement_post
 
 DAY_LIMIT = activities.MAX_PAGE_SIZE
@@ -61,6 +63,47 @@ def accounts(request: HttpRequest) -> HttpResponse:
             summary=selectors.customer_summary(customer=customer), rows=rows, truncated=len(rows) == DAY_LIMIT
         )
     return render(request, "orders/accounts.html", context)
+
+
+@screen(roles.VIEW_BLOTTER)
+@require_http_methods(["GET"])
+def statements(request: HttpRequest) -> HttpResponse:
+    """A customer's monthly statement as the API states it, with its PDF one click away."""
+    customer_id = request.GET.get("customer", "").strip()
+    customer = Customer.objects.filter(customer_id=customer_id).first() if customer_id else None
+    today = timezone.localtime(timezone.now(), activities.MARKET_TZ).date()
+    error = None
+    try:
+        month = month_parse(request.GET.get("month") or None)
+    except ValidationFailed as problem:
+        # No month yet is the last finished one; a bad one is said, and the current one shown.
+        month = Month(first=today.replace(day=1))
+        if request.GET.get("month"):
+            error = problem.errors["month"][0]
+        else:
+            month = Month(first=(month.first - timedelta(days=1)).replace(day=1))
+    context: dict[str, Any] = {
+        "customers": customer_choices()[1:],
+        "customer": customer,
+        "customer_id": customer_id,
+        "month": month,
+        "error": error,
+        "months": _recent_months(today),
+    }
+    if customer is not None:
+        statement = monthly_statement(customer=customer, month=month)
+        for row in statement["activities"]:
+            row["details"] = activity_details(row)
+        context["statement"] = statement
+    return render(request, "orders/statements.html", context)
+
+
+def _recent_months(today: date, count: int = 24) -> list[str]:
+    first, months = today.replace(day=1), []
+    for _ in range(count):
+        months.append(f"{first:%Y-%m}")
+        first = (first - timedelta(days=1)).replace(day=1)
+    return months
 
 
 def _post_movement(request: HttpRequest, customer: Customer) -> None:

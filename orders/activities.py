@@ -186,6 +186,8 @@ class Query:
     since_id: str | None = None
     until_id: str | None = None
     day: date | None = None
+    # (start, end): only activities at or after start and before end (a statement's month).
+    period: tuple[datetime, datetime] | None = None
     page_size: int = PAGE_SIZE
     # False: up to now, for a screen that shows a day rather than a cursor that must never skip one.
     below_horizon: bool = True
@@ -212,6 +214,8 @@ def activities_list(query: Query) -> list[dict[str, Any]]:
         day_start = datetime.combine(query.day, time(0), tzinfo=MARKET_TZ)
         start = max(start, day_start)
         end = min(end, datetime.combine(query.day + timedelta(days=1), time(0), tzinfo=MARKET_TZ))
+    if query.period is not None:
+        start, end = max(start, query.period[0]), min(end, query.period[1])
     if query.since_id is not None:
         start = max(start, activity_time(query.since_id))
     if query.until_id is not None:

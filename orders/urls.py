@@ -16,6 +16,7 @@ urlpatterns = [
     path("orders/<uuid:order_id>/", views.order_detail, name="order-detail"),
     path("orders/<uuid:order_id>/cancel/", views.order_cancel, name="order-cancel"),
     path("accounts/", account_views.accounts, name="accounts"),
+    path("accounts/statements/", account_views.statements, name="statements"),
     path("operations/halts/", views.halts, name="halts"),
     path("operations/dead-letters/", dead_letter_views.dead_letters, name="dead-letters"),
     path("operations/dead-letters/<int:letter_id>/", dead_letter_views.dead_letter, name="dead-letter"),

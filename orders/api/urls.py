@@ -1,6 +1,6 @@
 from django.urls import path
 
-from orders.api import accounts, views
+from orders.api import accounts, statements, views
 
 urlpatterns = [
     path("orders", views.OrderListCreateView.as_view(), name="orders"),
@@ -15,6 +15,9 @@ urlpatterns = [
     path("customers/<str:customer_id>/holdings", views.CustomerHoldingsView.as_view(), name="customer-holdings"),
     path(
         "customers/<str:customer_id>/activities", accounts.CustomerActivitiesView.as_view(), name="customer-activities"
+    ),
+    path(
+        "customers/<str:customer_id>/statements", statements.CustomerStatementView.as_view(), name="customer-statement"
     ),
     path("customers/<str:customer_id>/cash-movements", accounts.CashMovementView.as_view(), name="cash-movements"),
     path("journals", accounts.JournalView.as_view(), name="journals"),

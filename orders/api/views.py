@@ -10,7 +10,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -25,6 +25,7 @@ from broker.models import Customer
 from broker.text import ChoiceTextField, TextField
 from orders import kill_switch, roles, selectors, services
 from orders.access import order_for_user, orders_for_user, trade_for_user, trades_for_user
+from orders.api.documents import JSONErrors, pdf_renderer
 from orders.api.serializers import (
     CustomerOutputSerializer,
     HaltOutputSerializer,
@@ -264,25 +265,13 @@ class TradeHistoryView(APIView):
         return Response(TradeHistoryOutputSerializer(trade).data)
 
 
-class ConfirmationPDFRenderer(BaseRenderer):
-    """`Accept: application/pdf` (or `?format=pdf`): the confirmation as a one-page PDF."""
-
-    media_type = "application/pdf"
-    format = "pdf"
-    charset = None
-    render_style = "binary"
-
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
-        return confirmation_pdf(data)
-
-
-class TradeConfirmationView(APIView):
+class TradeConfirmationView(JSONErrors, APIView):
     """The confirmation of one trade: customer, trade (side, quantity, price, venue, liquidity, fee,
     notional, net amount, trade and settlement dates), its order, and its correction history. JSON by
     default; a PDF with `Accept: application/pdf`. A client reads its own customer's trades; staff with
     orders.view_blotter any."""
 
-    renderer_classes = [JSONRenderer, ConfirmationPDFRenderer]
+    renderer_classes = [JSONRenderer, pdf_renderer(confirmation_pdf, "trade confirmation")]
 
     @extend_schema(
         responses={
@@ -301,12 +290,6 @@ class TradeConfirmationView(APIView):
         if request.accepted_renderer.format == "pdf":
             response["Content-Disposition"] = f'inline; filename="confirmation-{trade.trade_id}.pdf"'
         return response
-
-    def handle_exception(self, exc: Exception) -> Response:
-        # An error is JSON whatever was asked for: a PDF of an error body would help nobody.
-        self.request.accepted_renderer = JSONRenderer()
-        self.request.accepted_media_type = "application/json"
-        return super().handle_exception(exc)
 
 
 class TradeCorrectView(APIView):
