@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from xml.sax.saxutils import escape
 
 from django.utils import timezone
 
@@ -105,7 +106,7 @@ def confirmation_pdf(confirmation: dict[str, Any]) -> bytes:
     story: list[Any] = [
         Paragraph("Trade confirmation", styles["Title"]),
         Paragraph(
-            f"Customer {customer['customerId']} {customer['name']} - trade {confirmation['tradeId']} - "
+            f"Customer {customer['customerId']} {escape(customer['name'])} - trade {confirmation['tradeId']} - "
             f"issued {confirmation['issuedAt']}",
             styles["Normal"],
         ),

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from xml.sax.saxutils import escape
 
 from django.db import connection
 from django.utils import timezone
@@ -218,7 +219,7 @@ def statement_pdf(statement: dict[str, Any]) -> bytes:
     title = f"Statement {statement['month']} - customer {statement['customerId']}"
     document = SimpleDocTemplate(buffer, pagesize=A4, title=title, author="Broker back office")
 
-    def table(rows: list[list[Any]], *, header: bool = False, numeric_from: int = 99) -> Table:
+    def table(rows: list[list[Any]], *, header: bool = False, numeric: tuple[int, int] = (99, 99)) -> Table:
         grid = Table(
             [[str("" if cell is None else cell) for cell in row] for row in rows],
             hAlign="LEFT",
@@ -228,7 +229,7 @@ def statement_pdf(statement: dict[str, Any]) -> bytes:
             ("FONT", (0, 0), (-1, -1), "Helvetica", 8),
             ("GRID", (0, 0), (-1, -1), 0.25, colors.lightgrey),
             ("VALIGN", (0, 0), (-1, -1), "TOP"),
-            ("ALIGN", (numeric_from, 0), (-1, -1), "RIGHT"),
+            ("ALIGN", (numeric[0], 0), (numeric[1], -1), "RIGHT"),
         ]
         style.append(
             ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 8) if header else ("FONT", (0, 0), (0, -1), "Helvetica-Bold", 8)
@@ -240,7 +241,8 @@ def statement_pdf(statement: dict[str, Any]) -> bytes:
     story: list[Any] = [
         Paragraph(f"Monthly statement {statement['month']}", styles["Title"]),
         Paragraph(
-            f"Customer {statement['customerId']} {statement['name']} - {status} - issued {statement['issuedAt']}",
+            f"Customer {statement['customerId']} {escape(statement['name'])} - {status} - "
+            f"issued {statement['issuedAt']}",
             styles["Normal"],
         ),
         Spacer(1, 10),
@@ -254,7 +256,7 @@ def statement_pdf(statement: dict[str, Any]) -> bytes:
                 ["Fees", statement["fees"]],
                 ["Realized P&L", statement["realizedPnl"]],
             ],
-            numeric_from=1,
+            numeric=(1, -1),
         ),
         Spacer(1, 10),
         Paragraph("Positions at month end", styles["Heading2"]),
@@ -276,18 +278,18 @@ def statement_pdf(statement: dict[str, Any]) -> bytes:
                     ),
                 ],
                 header=True,
-                numeric_from=1,
+                numeric=(1, -1),
             )
         )
     else:
         story.append(Paragraph("No positions.", styles["Normal"]))
     if statement["realized"]:
-        story += [Spacer(1, 10), Paragraph("Realized P&L by symbol", styles["Heading2"])]
+        story += [Spacer(1, 10), Paragraph("Realized P&amp;L by symbol", styles["Heading2"])]
         story.append(
             table(
                 [["Symbol", "Realized P&L"], *([row["symbol"], row["realizedPnl"]] for row in statement["realized"])],
                 header=True,
-                numeric_from=1,
+                numeric=(1, -1),
             )
         )
     story += [Spacer(1, 10), Paragraph("Activities", styles["Heading2"])]
@@ -309,7 +311,7 @@ def statement_pdf(statement: dict[str, Any]) -> bytes:
                     ),
                 ],
                 header=True,
-                numeric_from=3,
+                numeric=(3, 4),
             )
         )
     else:

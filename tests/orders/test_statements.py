@@ -300,3 +300,14 @@ def test_the_statements_screen_shows_the_month_or_says_what_is_wrong(two_months:
     bad = browser.get("/accounts/statements/", {"customer": "000002", "month": "2026-13"}).content.decode()
     assert "Must be a month" in bad
     assert "Provisional" in bad
+
+
+def test_a_name_with_markup_characters_is_printed_as_written(market: Market) -> None:
+    # reportlab's paragraphs read markup: an unescaped "<" in a name would break the PDF
+    Customer.objects.filter(customer_id="000002").update(name="Smith & <Sons>")
+    response = staff_client().get(
+        "/api/customers/000002/statements", {"month": label(this_month())}, HTTP_ACCEPT="application/pdf"
+    )
+    assert response.status_code == 200
+    text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(response.content)).pages)
+    assert "Smith & <Sons>" in text
