@@ -19,8 +19,10 @@ never sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import queue
 import threading
 from typing import Any
 
@@ -60,14 +62,35 @@ def _redis() -> redis.Redis:
 
 
 def wake() -> None:
-    """Tell the sequencer that events have committed; never raises (its own polling finds them)."""
-    try:
-        pipe = _redis().pipeline(transaction=False)
-        pipe.lpush(wake_key(), 1)
-        pipe.ltrim(wake_key(), 0, 0)  # one pending wake is as good as many
-        pipe.execute()
-    except Exception:
-        logger.warning("could not wake the stream sequencer; it will find the events at its next poll", exc_info=True)
+    """Tell the sequencer that events have committed; never blocks nor raises (a thread of this process
+    sends it, and the sequencer's own polling finds whatever a lost wake announced)."""
+    global _waker
+    if _waker is None or _waker[0] != os.getpid():  # none yet, or one of the parent before a fork
+        waker: queue.SimpleQueue[str] = queue.SimpleQueue()
+        threading.Thread(target=_send_wakes, args=(waker,), name="stream-wake", daemon=True).start()
+        _waker = (os.getpid(), waker)
+    _waker[1].put(wake_key())
+
+
+_waker: tuple[int, queue.SimpleQueue[str]] | None = None
+
+
+def _send_wakes(waker: queue.SimpleQueue[str]) -> None:
+    # Off the committing thread: a request or task returns without waiting for Redis, and the wakes
+    # that queue up meanwhile go out as one.
+    while True:
+        keys = {waker.get()}
+        with contextlib.suppress(queue.Empty):
+            while True:
+                keys.add(waker.get_nowait())
+        try:
+            pipe = _redis().pipeline(transaction=False)
+            for key in keys:
+                pipe.lpush(key, 1)
+                pipe.ltrim(key, 0, 0)  # one pending wake is as good as many
+            pipe.execute()
+        except Exception:
+            logger.warning("could not wake the stream sequencer; it finds the events at its next poll", exc_info=True)
 
 
 class Sequencer:

@@ -153,8 +153,10 @@ class Effects:
     def run(self) -> None:
         from orders import sequencer, tasks
 
-        if self._recorded and self.trades:
-            # Fills first: the sequencer numbers and publishes them while the tasks below are sent.
+        self.record()  # a caller that runs the effects directly, outside a transaction of its own
+        if self._recorded:
+            # First (it only hands the wake to a thread): the sequencer numbers and publishes the
+            # events while the tasks below are sent.
             sequencer.wake()
         for ticker_id, order_id in self.route_tickers.items():
             route_request(ticker_id=ticker_id, order_id=order_id)
@@ -166,10 +168,6 @@ class Effects:
             tasks.match_child.apply_async(args=(child_id, attempt), queue=queue)
         if (self.trades or self.settle) and settings.SETTLEMENT_CYCLE == "T+0":
             settle_pending_request()
-        woken = bool(self._recorded and self.trades)
-        self.record()  # a caller that runs the effects directly, outside a transaction of its own
-        if self._recorded and not woken:
-            sequencer.wake()
         if self.reports_from is not None:
             reports_request(day=self.reports_from)
         # Last: asking for market data must never delay or break the order flow above.
