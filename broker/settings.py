@@ -152,17 +152,20 @@ def _channels_host(redis_url: str, db: int) -> str:
 REDIS_DB_BASE = env_int("REDIS_DB_BASE", 0)
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or _celery_url(REDIS_URL, REDIS_DB_BASE + 1)
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or _celery_url(REDIS_URL, REDIS_DB_BASE + 2)
-# redis-py 8 gives every connection a 5 s read timeout by default (it was None). channels-redis waits
-# for a consumer's next message with a blocking BZPOPMIN of 5 s (`RedisChannelLayer.brpop_timeout`) on
-# such a connection, so on a quiet socket the read timed out first, the consumer died and daphne closed
-# every idle WebSocket with 1011 after ~5 s (channels_redis#422, redis-py#4091). The read timeout must
-# outlast the blocking pop: 15 s is the pop plus a margin, and stays finite so a dead Redis is noticed.
-# channels-redis passes every key of a host dict but "address" to redis-py's ConnectionPool.from_url
-# (for unix:// and redis:// alike); a query-string socket_timeout in REDIS_URL would still win.
+# How long a Redis read of the channel layer may wait before the connection counts as dead. (redis-py 8's
+# default is 5 s; the list-based core layer used until 2026-12-05 blocked 5 s per read, so it closed every
+# quiet socket with 1011 - channels_redis#422, redis-py#4091. The pub/sub layer reads with a 0.1 s poll.)
 CHANNEL_LAYER_SOCKET_TIMEOUT = env_int("CHANNEL_LAYER_SOCKET_TIMEOUT", 15)
+# Redis pub/sub, not channels-redis' list-based core layer: a group send is one PUBLISH (the core layer
+# took four round trips per group: prune, read the members, prune each channel, then a script), and
+# each process receives on one subscribed connection instead of a blocking pop per consumer. Pub/sub
+# delivers only to whoever is subscribed at that moment; the fill stream, the layer's only user, numbers
+# its messages and reads anything missed from its table (docs/architecture.md, "The fill stream").
+# Channels are global to a Redis server (not per database), so the prefix carries the database number
+# that isolated stacks sharing one Redis before.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
             "hosts": [
                 {
@@ -170,8 +173,7 @@ CHANNEL_LAYERS = {
                     "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT,
                 }
             ],
-            "capacity": 5000,
-            "expiry": 30,
+            "prefix": f"asgi.db{REDIS_DB_BASE + 3}.",
         },
     }
 }

@@ -192,7 +192,7 @@ class Sequencer:
 
 
 async def _send(layer: Any, messages: list[tuple[str, dict[str, Any]]]) -> None:
-    # The groups at once (each group_send is a few Redis round trips), each group's messages in order.
+    # The groups at once (each group_send is a PUBLISH round trip), each group's messages in order.
     by_group: dict[str, list[dict[str, Any]]] = {}
     for group, message in messages:
         by_group.setdefault(group, []).append(message)

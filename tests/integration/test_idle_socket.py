@@ -1,9 +1,10 @@
 """An idle fills socket stays open: the channel layer's blocking read must not time out (issue 10, item 1).
 
-redis-py 8 gives every connection a 5 s socket timeout by default; channels-redis waits for the next
-message with a blocking BZPOPMIN of 5 s, so on an idle socket the read timed out and daphne closed the
-WebSocket with 1011 after about 5 s. This test holds a socket idle for 30 s on the real web server and then
-expects the next fill on that same socket.
+redis-py 8 gives every connection a 5 s socket timeout by default; channels-redis' core layer (used
+until 2026-12-05) waited for the next message with a blocking BZPOPMIN of 5 s, so on an idle socket the
+read timed out and the server closed the WebSocket with 1011 after about 5 s. The pub/sub layer polls
+instead; this test still holds a socket idle for 30 s on the real web server and then expects the next
+fill on that same socket, whatever the layer.
 """
 
 from __future__ import annotations
