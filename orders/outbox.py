@@ -25,10 +25,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import sql
 from django.utils import timezone
 
 from broker.models import Customer
-from orders.models import StreamEvent
+from orders.models import OrderEvent, StreamEvent
 
 # pg_advisory_xact_lock key of a numbering pass: passes never overlap, whoever runs them.
 SEQUENCE_LOCK = 7_211_013
@@ -36,19 +37,32 @@ REPLAY_BATCH = 500
 SEQUENCE_BATCH = 2_000
 
 _TABLE = StreamEvent._meta.db_table
+_AUDIT_FIELDS = [field for field in OrderEvent._meta.concrete_fields if not field.primary_key]
 
 
-def events_record(messages: Sequence[tuple[int, dict[str, Any]]]) -> None:
-    """Insert one event per (customer pk, payload), in order, in the caller's transaction."""
-    if not messages:
-        return
-    now = timezone.now()
-    rows = ", ".join(["(%s, %s, %s::jsonb, %s)"] * len(messages))
+def events_record(messages: Sequence[tuple[int, dict[str, Any]]], *, audit: Sequence[OrderEvent] = ()) -> None:
+    """Insert one event per (customer pk, payload), in order, in the caller's transaction; and the
+    transaction's `audit` rows (orders.OrderEvent), in the same round trip."""
+    statements: list[str] = []
     params: list[Any] = []
-    for customer_pk, payload in messages:
-        params += [customer_pk, payload["type"], json.dumps(payload), now]
-    with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {_TABLE} (customer_id, kind, payload, created_at) VALUES {rows}", params)  # noqa: S608
+    if audit:
+        # What `bulk_create` would send (the same compiler: defaults, auto_now_add, JSON adaptation),
+        # without a round trip of its own. Django's cursors bind parameters client-side, so the two
+        # INSERTs go as one query string.
+        query = sql.InsertQuery(OrderEvent)
+        query.insert_values(_AUDIT_FIELDS, list(audit))
+        ((text, values),) = query.get_compiler(connection=connection).as_sql()
+        statements.append(text)
+        params += values
+    if messages:
+        now = timezone.now()
+        rows = ", ".join(["(%s, %s, %s::jsonb, %s)"] * len(messages))
+        for customer_pk, payload in messages:
+            params += [customer_pk, payload["type"], json.dumps(payload), now]
+        statements.append(f"INSERT INTO {_TABLE} (customer_id, kind, payload, created_at) VALUES {rows}")  # noqa: S608
+    if statements:
+        with connection.cursor() as cursor:
+            cursor.execute("; ".join(statements), params)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from django.db import transaction
 from broker.cache import shared_cache
 from broker.celery import app as celery_app
 from broker.marketdata import services as marketdata_services
-from orders.models import Order, Trade
+from orders.models import Order, OrderEvent, Trade
 from pools.models import Pool, PoolKind
 
 logger = logging.getLogger(__name__)
@@ -113,6 +113,8 @@ class Effects:
     trades: list[Trade] = field(default_factory=list)
     orders: dict[int, Order] = field(default_factory=dict)
     settled: list[Trade] = field(default_factory=list)
+    # The transaction's audit rows, inserted with its stream events in one round trip (`record`).
+    audit: list[OrderEvent] = field(default_factory=list)
     market_data: list[int] = field(default_factory=list)  # tickers whose data is missing or stale
     # Unsettled trades this transaction held locked (a correction): a settlement running meanwhile
     # skipped them (it skips locked rows), so ask for another one.
@@ -133,8 +135,8 @@ class Effects:
 
     def record(self) -> None:
         """Build this change's fill, order and settled messages and insert them into the outbox
-        (`orders.outbox`); the stream's sequencer numbers and publishes them after the commit. Once
-        per Effects."""
+        (`orders.outbox`), with the audit rows, in one round trip; the stream's sequencer numbers and
+        publishes them after the commit. Once per Effects."""
         if self._recorded is not None:
             return
         from orders.api.serializers import order_output, trade_output
@@ -147,7 +149,7 @@ class Effects:
             rows.append((order.customer_id, {"type": "order", "order": order_output(order)}))
         for trade in self.settled:
             rows.append((trade.customer_id, {"type": "settled", "trade": trade_output(trade)}))
-        events_record(rows)
+        events_record(rows, audit=self.audit)
         self._recorded = bool(rows)
 
     def run(self) -> None:

@@ -301,7 +301,7 @@ def _book_fills(*, batch: _Batch, halts: kill_switch.HaltSnapshot, effects: Effe
         [batch.parents[parent_id] for parent_id in sorted(changed_parents)],
         ["filled_quantity", "filled_notional", "fees", "status", "reject_reason", "updated_at"],
     )
-    OrderEvent.objects.bulk_create(events)
+    effects.audit += events
     effects.trades.extend(trades)
     effects.orders.update((parent_id, batch.parents[parent_id]) for parent_id in sorted(changed_parents))
 

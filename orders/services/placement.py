@@ -103,7 +103,7 @@ def order_place(*, request: OrderRequest, customer: Customer, ticker: Ticker, ac
         effects.routes.append(order.pk)  # routed alone (it locks books): a task of its own
     else:
         effects.route_tickers[ticker.pk] = order.pk  # a task per ticker routes every New order of it
-    OrderEvent.objects.bulk_create(events)
+    effects.audit += events
     effects.on_commit()
     return Placement(order=order, created=True)
 

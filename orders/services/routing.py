@@ -345,8 +345,7 @@ def _route_batch(*, ticker_id: int) -> tuple[list[int], dict[tuple[int, int], st
         for order, _ in routed:
             order.updated_at = now
         update_rows(Order, [order for order, _ in routed], ["status", "updated_at"])
-        OrderEvent.objects.bulk_create(events)
-        Effects(orders={order.pk: order for order, _ in routed}).on_commit()
+        Effects(orders={order.pk: order for order, _ in routed}, audit=events).on_commit()
     return [order.pk for order in orders], books
 
 
