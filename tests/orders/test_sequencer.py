@@ -222,3 +222,20 @@ def _record(customer_pk: int, note: str) -> None:
     finally:
         if threading.current_thread() is not threading.main_thread():
             connection.close()
+
+
+def test_an_event_is_numbered_once_and_never_changed(market: Market) -> None:
+    # given a recorded event, numbered by a pass
+    customer = Customer.objects.get(customer_id="000002")
+    with transaction.atomic():
+        outbox.events_record([(customer.pk, {"type": "order", "order": {"orderId": "x"}})])
+    numbered = outbox.events_sequence()
+    (event_id,) = [event_id for _, event_id, _ in numbered.events]
+    event = StreamEvent.objects.get(event_id=event_id)
+
+    # then the database refuses to number it again, or to change what it says
+    for change in ({"event_id": event_id + 1000}, {"payload": {"type": "order", "order": {"orderId": "y"}}}):
+        with pytest.raises(Exception, match="numbered once and never changed"), transaction.atomic():
+            StreamEvent.objects.filter(pk=event.pk).update(**change)
+    event.refresh_from_db()
+    assert (event.event_id, event.payload["order"]["orderId"]) == (event_id, "x")

@@ -140,7 +140,10 @@ def test_a_since_older_than_what_is_kept_gets_a_reset_first(market: Market, sequ
     _trading(market)
     wait_for(all_numbered, "every event numbered")
     ids = list(StreamEvent.objects.order_by("event_id").values_list("event_id", flat=True))
-    StreamEvent.objects.filter(event_id__in=ids[:3]).update(created_at=timezone.now() - timedelta(days=3))
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Events are never changed (a trigger): age these three behind it, as time would.
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        StreamEvent.objects.filter(event_id__in=ids[:3]).update(created_at=timezone.now() - timedelta(days=3))
     assert outbox.events_prune() == 3
 
     # when staff resume from before them
