@@ -25,7 +25,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import sql
 from django.utils import timezone
 
 from broker.models import Customer
@@ -37,32 +36,56 @@ REPLAY_BATCH = 500
 SEQUENCE_BATCH = 2_000
 
 _TABLE = StreamEvent._meta.db_table
-_AUDIT_FIELDS = [field for field in OrderEvent._meta.concrete_fields if not field.primary_key]
+
+
+# Both inserts read their rows from one JSON array parameter each: Django's cursors bind parameters
+# client-side, quoting each one in Python, and four to eight parameters a row cost more CPU than the
+# statement itself (py-spy: a tenth of the order worker's time). Rows keep the array's order, so ids too.
+_AUDIT_SQL = (
+    f"INSERT INTO {OrderEvent._meta.db_table} "  # noqa: S608 - table names from the models
+    "(order_id, child_id, kind, from_status, to_status, actor, detail, created_at) "
+    "SELECT (r->>0)::bigint, (r->>1)::bigint, r->>2, r->>3, r->>4, r->>5, r->6, %s "
+    "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS rows(r, n) ORDER BY n"
+)
+_EVENTS_SQL = (
+    f"INSERT INTO {_TABLE} (customer_id, kind, payload, created_at) "  # noqa: S608
+    "SELECT (r->>0)::bigint, r->1->>'type', r->1, %s "
+    "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS rows(r, n) ORDER BY n"
+)
 
 
 def events_record(messages: Sequence[tuple[int, dict[str, Any]]], *, audit: Sequence[OrderEvent] = ()) -> None:
     """Insert one event per (customer pk, payload), in order, in the caller's transaction; and the
-    transaction's `audit` rows (orders.OrderEvent), in the same round trip."""
+    transaction's `audit` rows (orders.OrderEvent, as `bulk_create` would), in the same round trip."""
     statements: list[str] = []
     params: list[Any] = []
+    now = timezone.now()
     if audit:
-        # What `bulk_create` would send (the same compiler: defaults, auto_now_add, JSON adaptation),
-        # without a round trip of its own. Django's cursors bind parameters client-side, so the two
-        # INSERTs go as one query string.
-        query = sql.InsertQuery(OrderEvent)
-        query.insert_values(_AUDIT_FIELDS, list(audit))
-        ((text, values),) = query.get_compiler(connection=connection).as_sql()
-        statements.append(text)
-        params += values
+        rows = []
+        for event in audit:
+            order_id, child_id = _saved_pk(event, "order"), _saved_pk(event, "child")
+            rows.append([order_id, child_id, event.kind, event.from_status, event.to_status, event.actor, event.detail])
+        statements.append(_AUDIT_SQL)
+        params += [now, json.dumps(rows)]
     if messages:
-        now = timezone.now()
-        rows = ", ".join(["(%s, %s, %s::jsonb, %s)"] * len(messages))
-        for customer_pk, payload in messages:
-            params += [customer_pk, payload["type"], json.dumps(payload), now]
-        statements.append(f"INSERT INTO {_TABLE} (customer_id, kind, payload, created_at) VALUES {rows}")  # noqa: S608
+        statements.append(_EVENTS_SQL)
+        params += [now, json.dumps([[customer_pk, payload] for customer_pk, payload in messages])]
     if statements:
         with connection.cursor() as cursor:
             cursor.execute("; ".join(statements), params)
+
+
+def _saved_pk(event: OrderEvent, name: str) -> Any:
+    """The id of the event's order or child, taken from the object when it was assigned before it was
+    saved (as `bulk_create` does); an object still unsaved is an error, not a NULL."""
+    value = getattr(event, f"{name}_id")
+    field = OrderEvent._meta.get_field(name)
+    if value is None and field.is_cached(event):  # type: ignore[union-attr]
+        related = getattr(event, name)
+        if related is not None and related.pk is None:
+            raise ValueError(f"an audit row's {name} was never saved")
+        value = None if related is None else related.pk
+    return value
 
 
 @dataclass(frozen=True)

@@ -332,3 +332,29 @@ def test_hot_path_query_budgets(market: Market, django_assert_max_num_queries: A
         services.child_match(child_id=child.pk, attempt=1)
     child.refresh_from_db()
     assert child.status == ChildStatus.FILLED
+
+
+def test_a_filled_orders_audit_trail_names_its_children_and_trades_in_order(market: Market) -> None:
+    # given an order split across venues and filled (routing, matching: audit rows written with the
+    # stream's events in one statement)
+    order = place(direction="Buy", type="Limit", quantity=500, price="260.00", timeInForce="IOC")
+    drive(order)
+    assert order.status == OrderStatus.FILLED
+
+    trail = list(OrderEvent.objects.filter(order=order).order_by("pk"))
+
+    # then it begins with the acceptance and ends with the order filled, in the order things happened
+    assert (trail[0].kind, trail[0].to_status) == ("accepted", OrderStatus.NEW)
+    assert (trail[-1].from_status, trail[-1].to_status) in {
+        (OrderStatus.ROUTED, OrderStatus.FILLED),
+        (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED),
+    }
+    assert [event.created_at for event in trail] == sorted(event.created_at for event in trail)
+    # and every child's routing, fills and status changes carry that child; each fill names its trade
+    children = set(ChildOrder.objects.filter(parent=order).values_list("pk", flat=True))
+    routed = [event for event in trail if event.kind == "routed"]
+    assert {event.child_id for event in routed} == children
+    fills = [event for event in trail if event.kind == "fill"]
+    trades = Trade.objects.filter(order=order)
+    assert sorted(event.detail["tradeId"] for event in fills) == sorted(str(trade.trade_id) for trade in trades)
+    assert {event.child_id for event in fills} == set(trades.values_list("child_id", flat=True))
