@@ -38,9 +38,10 @@ def concerns(kind: str) -> dict[str, Any]:
 
 
 @shared_task(name="orders.route_order", **concerns("order"), **FLOW)
-def route_order(order_id: int) -> int:
+def route_order(order_id: int, ticker_id: int | None = None) -> int:
     # Routes this order and every other New order of its ticker (one task per ticker while one waits).
-    return services.orders_route(order_id=order_id)
+    # The gateway sends the ticker along (it saves the task a read of the order); a re-send may not.
+    return services.orders_route(order_id=order_id, ticker_id=ticker_id)
 
 
 @shared_task(name="orders.match_child", **concerns("child"), **FLOW)

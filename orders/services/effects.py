@@ -63,7 +63,7 @@ def route_request(*, ticker_id: int, order_id: int) -> None:
     if waiting:
         return
     try:
-        tasks.route_order.apply_async(args=(order_id,))
+        tasks.route_order.apply_async(args=(order_id, ticker_id))
     except Exception:
         # Not sent: the next order of the ticker must not count on it.
         route_pending_clear(ticker_id=ticker_id)

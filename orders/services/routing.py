@@ -215,7 +215,7 @@ def _immediate() -> Q:
     return Q(order_type=OrderType.MARKET) | Q(time_in_force__in=(TimeInForce.IOC, TimeInForce.FOK))
 
 
-def orders_route(*, order_id: int, match_now: bool = True) -> int:
+def orders_route(*, order_id: int, ticker_id: int | None = None, match_now: bool = True) -> int:
     """Route this New order and, with it, every New order of its ticker no other transaction holds
     (the `route_order` task's body); returns how many orders its batches claimed.
 
@@ -231,18 +231,20 @@ def orders_route(*, order_id: int, match_now: bool = True) -> int:
     its lock: a replay or duplicate of the task is a no-op, as for `order_route`. Fill-or-kill orders go
     the single way, each with a task of its own (the gateway sends it whatever is waiting).
     """
-    peek = Order.objects.filter(pk=order_id).values_list("status", "ticker_id", "time_in_force").first()
-    if peek is None:
-        return 0
-    status, ticker_id, time_in_force = peek
+    status: str | None = None  # not read yet (the gateway's task knows the ticker, and needs no more)
+    if ticker_id is None:  # a re-send or a fill-or-kill order's own task: read what the order is
+        peek = Order.objects.filter(pk=order_id).values_list("status", "ticker_id", "time_in_force").first()
+        if peek is None:
+            return 0
+        status, ticker_id, time_in_force = peek
+        if status == OrderStatus.NEW and time_in_force == TimeInForce.FOK:
+            order_route(order_id=order_id, match_now=match_now)
     # Before reading what is New: an order committed after this sends a task of its own. Even when this
     # task's own order was routed meanwhile (by an earlier task of the ticker), the orders accepted while
     # this task was waiting counted on it.
     if not route_pending_clear(ticker_id=ticker_id):
         # The mark may stay up to its expiry, and orders accepted meanwhile send no task: one more, then.
         _route_again(order_id=order_id, countdown=ROUTE_PENDING_TTL_SECONDS)
-    if status == OrderStatus.NEW and time_in_force == TimeInForce.FOK:
-        order_route(order_id=order_id, match_now=match_now)
     pool_services.books_ensure(ticker_id=ticker_id)  # outside the orders' transaction: it locks books
     handled: set[int] = set()
     for _ in range(ROUTE_BATCHES_PER_TASK):
@@ -269,8 +271,11 @@ def orders_route(*, order_id: int, match_now: bool = True) -> int:
     else:
         # A long burst: the rest goes to a fresh task, so none runs into its time limit mid-batch.
         _route_again(order_id=order_id, countdown=0)
-    if status == OrderStatus.NEW and order_id not in handled:
-        order_route(order_id=order_id, match_now=match_now)
+    if order_id not in handled:
+        if status is None:  # routed by an earlier task, most likely: an unlocked read tells
+            status = Order.objects.filter(pk=order_id).values_list("status", flat=True).first()
+        if status == OrderStatus.NEW:
+            order_route(order_id=order_id, match_now=match_now)
     return len(handled)
 
 

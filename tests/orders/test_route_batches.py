@@ -211,3 +211,38 @@ def test_a_long_burst_goes_on_in_a_follow_up_task(market: Market, monkeypatch: p
     assert [_status(order) for order in orders].count(OrderStatus.ROUTED) == 4
     assert _status(orders[4]) == OrderStatus.NEW
     assert _route_tasks([orders[0].pk]) == 1
+
+
+def test_the_gateways_task_carries_the_ticker_and_reads_no_order_it_routes(
+    market: Market, django_capture_on_commit_callbacks
+) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    # given an order accepted at the gateway: its task carries the ticker
+    cache.delete(ROUTE_PENDING_KEY.format(ticker_id=market["ticker"].pk))
+    with django_capture_on_commit_callbacks(execute=True):
+        order = place(price="256.00", timeInForce="Day")
+    (args,) = [args for args in _queued("orders", "orders.route_order") if args[0] == order.pk]
+    assert args == [order.pk, market["ticker"].pk]
+
+    # when that task runs, then it routes the order without reading it first (the batch claims it)
+    with CaptureQueriesContext(connection) as queries:
+        assert services.orders_route(order_id=order.pk, ticker_id=market["ticker"].pk, match_now=False) == 1
+    assert _status(order) == OrderStatus.ROUTED
+    assert not any(
+        'FROM "orders_order" WHERE "orders_order"."id" =' in query["sql"] and "FOR" not in query["sql"]
+        for query in queries.captured_queries
+    ), [query["sql"] for query in queries.captured_queries]
+
+    # and a redelivery, its order routed already, reads it unlocked and waits on no lock of it
+    with CaptureQueriesContext(connection) as queries:
+        assert services.orders_route(order_id=order.pk, ticker_id=market["ticker"].pk, match_now=False) == 0
+    blocking = [
+        query["sql"]
+        for query in queries.captured_queries
+        if 'FROM "orders_order"' in query["sql"]
+        and "FOR NO KEY UPDATE" in query["sql"]
+        and "SKIP LOCKED" not in query["sql"]
+    ]
+    assert blocking == []
+    assert ChildOrder.objects.filter(parent=order).count() >= 1
