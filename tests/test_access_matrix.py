@@ -192,11 +192,15 @@ READS = [
     "/api/customers/000002/positions?date={today}",
     "/api/customers/000002/pnl?start={today}&end={today}",
     "/api/customers/000002/portfolio?date={today}",
+    "/api/customers/000002/activities",
+    "/api/customers/000002/statements?month={month}",
+    "/api/trades/{trade}/confirmation",
 ]
 
 
 def _read_path(path: str) -> str:
-    return path.format(order=open_order_id(), trade=filled_trade_id(), today=aggregation.today())
+    today = aggregation.today()
+    return path.format(order=open_order_id(), trade=filled_trade_id(), today=today, month=f"{today:%Y-%m}")
 
 
 @pytest.mark.parametrize("path", READS)

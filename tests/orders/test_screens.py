@@ -22,6 +22,8 @@ TRADER_SCREENS = [
     "/positions/",
     "/trades/",
     "/trades/export.csv",
+    "/accounts/?customer=000002",
+    "/accounts/statements/?customer=000002",
 ]
 OPERATIONS_SCREENS = ["/operations/halts/", "/operations/breaks/"]
 
