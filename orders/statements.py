@@ -63,32 +63,35 @@ class Month:
         return day_start(self.next_first)
 
 
-# The fees of the customer's trades as each stood at %(as_of)s (a busted one counts nothing; a version
-# changed after it is replaced by its earlier row), as reporting.valuation reads a trade's state.
-_FEES_SQL = """
-SELECT COALESCE(SUM(COALESCE(v.fee, t.fee)), 0)
-FROM orders_trade t
-LEFT JOIN LATERAL (
-    SELECT tv.quantity, tv.fee FROM orders_tradeversion tv
-    WHERE tv.trade_id = t.id AND tv.changed_at > %(as_of)s ORDER BY tv.version LIMIT 1
-) v ON true
-WHERE t.customer_id = %(customer)s AND t.trade_date <= %(as_of)s AND (v.quantity IS NOT NULL OR NOT t.busted)
-"""
-
-# Every share movement up to %(as_of)s in time order: trades as they stood then (with their notional
-# rounded as the ledger posts it), and the ledger's transfers in and journals at their unit cost.
-_MOVES_SQL = """
-SELECT * FROM (
-    SELECT t.trade_date AS at, 0 AS source, t.id, k.symbol,
-           CASE WHEN t.direction = 'Buy' THEN 1 ELSE -1 END * COALESCE(v.quantity, t.quantity) AS shares,
-           round(COALESCE(v.quantity, t.quantity) * COALESCE(v.price, t.price), 2) AS amount
+# The customer's trades as each stood at %(as_of)s, as reporting.valuation reads a trade's state: a
+# version changed after it is replaced by its earlier row; a trade busted by then is left out.
+_AS_STOOD = """
+WITH stood AS (
+    SELECT t.id, t.trade_date, t.ticker_id, t.direction,
+           COALESCE(v.quantity, t.quantity) AS quantity, COALESCE(v.price, t.price) AS price,
+           COALESCE(v.fee, t.fee) AS fee
     FROM orders_trade t
-    JOIN broker_ticker k ON k.id = t.ticker_id
     LEFT JOIN LATERAL (
-        SELECT tv.quantity, tv.price FROM orders_tradeversion tv
+        SELECT tv.quantity, tv.price, tv.fee FROM orders_tradeversion tv
         WHERE tv.trade_id = t.id AND tv.changed_at > %(as_of)s ORDER BY tv.version LIMIT 1
     ) v ON true
     WHERE t.customer_id = %(customer)s AND t.trade_date <= %(as_of)s AND (v.quantity IS NOT NULL OR NOT t.busted)
+)
+"""
+
+_FEES_SQL = _AS_STOOD + "SELECT COALESCE(SUM(fee), 0) FROM stood"  # noqa: S608 - module constants only
+
+# Every share movement up to %(as_of)s in time order: trades as they stood then (with their notional
+# rounded as the ledger posts it), and the ledger's transfers in and journals at their unit cost.
+_MOVES_SQL = (
+    _AS_STOOD  # noqa: S608 - module constants only
+    + """
+SELECT * FROM (
+    SELECT s.trade_date AS at, 0 AS source, s.id, k.symbol,
+           CASE WHEN s.direction = 'Buy' THEN 1 ELSE -1 END * s.quantity AS shares,
+           round(s.quantity * s.price, 2) AS amount
+    FROM stood s
+    JOIN broker_ticker k ON k.id = s.ticker_id
     UNION ALL
     SELECT e.created_at, 1, e.id, a.asset, e.amount, abs(e.amount) * COALESCE(p.unit_cost, 0)
     FROM settlement_ledgerentry e
@@ -99,6 +102,7 @@ SELECT * FROM (
 ) moves
 ORDER BY at, source, id
 """
+)
 
 
 def realized_at(*, customer_pk: int, as_of: datetime) -> dict[str, Decimal]:
