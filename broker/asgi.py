@@ -52,6 +52,15 @@ class OneHopASGIHandler(ASGIHandler):
             else:
                 executor.shutdown(wait=False)
 
+    async def warm_up(self) -> None:
+        """Warm the process up (broker/warmup.py) in the executor the first request will get, so what
+        is kept per thread (the result backend, the database connection) is ready in its thread."""
+        from broker.warmup import warm_up
+
+        executor = ThreadPoolExecutor(1, thread_name_prefix="request")
+        await asyncio.get_running_loop().run_in_executor(executor, warm_up)
+        self._idle.append(executor)
+
     async def run_get_response(self, request: HttpRequest) -> HttpResponseBase:
         response = await sync_to_async(self.get_response, thread_sensitive=True)(request)
         response._handler_class = self.__class__  # type: ignore[attr-defined]  # as ASGIHandler does
@@ -76,9 +85,7 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            from broker.warmup import warm_up
-
-            await asyncio.to_thread(warm_up)  # before the server accepts its first connection
+            await django_asgi_app.warm_up()  # before the server accepts its first connection
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})

@@ -16,6 +16,9 @@ import logging
 logger = logging.getLogger(__name__)
 
 MODULES = (
+    "celery.backends.redis",
+    "celery.result",
+    "orders.sequencer",
     "orders.api.views",
     "orders.api.serializers",
     "orders.services",
@@ -28,8 +31,11 @@ MODULES = (
 
 def warm_up() -> None:
     """Import the order flow, resolve the URLs, open the database pool, the shared cache and the Celery
-    broker connection, load the venues. Never raises: a process that cannot warm up still starts, and
-    pays at its first order."""
+    broker connection, finalize the Celery app and make this thread's result backend, load the venues.
+    Never raises: a process that cannot warm up still starts, and pays at its first order.
+
+    Run it in the thread that will do the work: Celery's result backend is per thread (a web process
+    runs it in the executor its first request gets, broker/asgi.py)."""
     try:
         from django.core.cache import cache
         from django.db import connection
@@ -40,10 +46,22 @@ def warm_up() -> None:
         get_resolver().url_patterns  # noqa: B018  (imports every view module)
         connection.ensure_connection()
         cache.get("warm-up")
+        from broker.cache import shared_cache
+
+        shared_cache().get("warm-up")  # the route-pending marks' client
         from broker.celery import app
 
-        with app.pool.acquire(block=True) as broker:  # the connection its first task publish would open
-            broker.ensure_connection(max_retries=1)  # type: ignore[attr-defined]  # celery-types: a Producer; it is a Connection
+        # Registering every task (the first `apply_async` does it otherwise: ~15 ms) and this thread's
+        # Redis result backend (~12 ms: every sent task's AsyncResult asks for it).
+        app.finalize(auto=True)
+        app.backend  # noqa: B018
+        # The broker connection the first publish would open, with every queue declared on it (kombu
+        # declares a queue once per connection, on its first publish there) and the task-event
+        # dispatcher that publish makes.
+        with app.producer_or_acquire() as producer:
+            for queue in app.amqp.queues.values():
+                producer.maybe_declare(queue)
+        getattr(app.amqp, "_event_dispatcher", None)  # a cached property (private: not in the stubs)
         from pools import selectors as pool_selectors
 
         pool_selectors.pools_active()

@@ -38,3 +38,32 @@ def test_after_the_freeze_a_collection_no_longer_walks_the_old_objects(unfrozen:
     assert not any(candidate is kept for candidate in gc.get_objects())
     fresh: list[object] = [[]]
     assert any(candidate is fresh for candidate in gc.get_objects())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_web_warm_up_runs_in_the_thread_of_the_first_request(unfrozen: None) -> None:
+    # Celery's Redis result backend is kept per thread (every sent task asks for it; ~12 ms to make):
+    # warming another thread up would leave the first request to make its own.
+    import asyncio
+    import threading
+
+    from broker.asgi import OneHopASGIHandler
+    from broker.celery import app
+
+    def thread_has_backend() -> bool:
+        return getattr(app._local, "backend", None) is not None  # the per-thread slot (celery.app.base)
+
+    handler = OneHopASGIHandler()
+    assert handler._idle == []
+
+    asyncio.run(handler.warm_up())
+
+    # the executor the next request gets is the one the warm-up ran in, and its thread has the backend
+    assert len(handler._idle) == 1
+    assert handler._idle[-1].submit(thread_has_backend).result()
+    elsewhere: list[bool] = []
+    thread = threading.Thread(target=lambda: elsewhere.append(thread_has_backend()))
+    thread.start()
+    thread.join()
+    assert elsewhere == [False]  # a thread the warm-up did not run in has none
+    handler._idle[-1].shutdown()
