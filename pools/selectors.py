@@ -16,12 +16,13 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
 from django.db import connection
-from django.db.models import Max, Min, Sum
+from django.db.models import Max, Min, QuerySet, Sum
 
 from broker.cache import shared_cache
+from broker.sql import CompiledQuery
 from pools import engine
 from pools.models import BookOrder, BookOrderStatus, Pool, PoolKind
 
@@ -148,6 +149,27 @@ def books_mark_ready(*, ticker_id: int) -> None:
     _current().books_ready.add(ticker_id)
 
 
+def _lit_depth(
+    shape: tuple[str, bool], *, ticker_id: int, excluded: list[int], limit: Decimal | None = None
+) -> QuerySet[BookOrder, Any]:
+    side, limited = shape
+    contra = engine.Side.SELL if side == engine.Side.BUY else engine.Side.BUY
+    queryset = BookOrder.objects.filter(
+        book__ticker_id=ticker_id,
+        book__pool__kind=PoolKind.LIT,
+        book__pool__active=True,
+        status=BookOrderStatus.OPEN,
+        side=contra,
+    ).exclude(book__pool_id__any=excluded)
+    if limited:
+        queryset = queryset.filter(price__lte=limit) if side == engine.Side.BUY else queryset.filter(price__gte=limit)
+    return queryset.values("book__pool_id", "price").annotate(quantity=Sum("remaining"))
+
+
+# Every routed order reads the depth: compiled once per process (broker.sql.CompiledQuery).
+_LIT_DEPTH = CompiledQuery(_lit_depth)
+
+
 def lit_depth(
     *, ticker_id: int, side: str, limit: Decimal | None, exclude_pool_ids: Collection[int] = ()
 ) -> list[DepthLevel]:
@@ -156,20 +178,11 @@ def lit_depth(
     For a buy these are the asks at or below the limit; for a sell the bids at or above it. Venues in
     `exclude_pool_ids` (halted ones, as the order flow passes them) are left out, as in `nbbo`.
     """
-    contra = engine.Side.SELL if side == engine.Side.BUY else engine.Side.BUY
-    queryset = BookOrder.objects.filter(
-        book__ticker_id=ticker_id,
-        book__pool__kind=PoolKind.LIT,
-        book__pool__active=True,
-        status=BookOrderStatus.OPEN,
-        side=contra,
-    ).exclude(book__pool_id__in=exclude_pool_ids)
-    if limit is not None:
-        queryset = queryset.filter(price__lte=limit) if side == engine.Side.BUY else queryset.filter(price__gte=limit)
-    rows = queryset.values("book__pool_id", "price").annotate(quantity=Sum("remaining"))
-    levels = [
-        DepthLevel(pool_id=row["book__pool_id"], price=cast(Decimal, row["price"]), quantity=row["quantity"])
-        for row in rows
-    ]
+    excluded = sorted(exclude_pool_ids)
+    if limit is None:
+        rows = _LIT_DEPTH.rows((side, False), ticker_id=ticker_id, excluded=excluded)
+    else:
+        rows = _LIT_DEPTH.rows((side, True), ticker_id=ticker_id, excluded=excluded, limit=limit)
+    levels = [DepthLevel(pool_id=pool_id, price=price, quantity=quantity) for pool_id, price, quantity in rows]
     levels.sort(key=lambda level: level.price, reverse=side == engine.Side.SELL)
     return levels

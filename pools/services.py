@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from broker.sql import update_rows
+from broker.sql import CompiledQuery, update_rows
 from pools import engine, liquidity
 from pools import selectors as pool_selectors
 from pools.models import (
@@ -65,10 +65,7 @@ def book_lock(*, pool_id: int, ticker_id: int, wait: bool = True) -> Book | None
     that lock several books lock them by pool id, before any order row (module docstring). With
     `wait=False`, returns None at once when another transaction holds the book (SKIP LOCKED).
     """
-    queryset = Book.objects.select_for_update(of=("self",), no_key=True, skip_locked=not wait).select_related(
-        "pool", "ticker"
-    )
-    book = queryset.filter(pool_id=pool_id, ticker_id=ticker_id).first()
+    book = _book_locked(pool_id=pool_id, ticker_id=ticker_id, wait=wait)
     if book is not None:
         return book
     if not wait and Book.objects.filter(pool_id=pool_id, ticker_id=ticker_id).exists():
@@ -78,7 +75,7 @@ def book_lock(*, pool_id: int, ticker_id: int, wait: bool = True) -> Book | None
             Book.objects.create(pool_id=pool_id, ticker_id=ticker_id)
     except IntegrityError:
         pass  # created concurrently: fine, lock theirs
-    book = queryset.filter(pool_id=pool_id, ticker_id=ticker_id).first()
+    book = _book_locked(pool_id=pool_id, ticker_id=ticker_id, wait=wait)
     if book is None:
         return None
     if book.liquidity_generation == 0:
@@ -86,6 +83,21 @@ def book_lock(*, pool_id: int, ticker_id: int, wait: bool = True) -> Book | None
         session.replenish(force=True)
         session.flush()
     return book
+
+
+# Every match locks its book: compiled once (broker.sql.CompiledQuery); the shape is `wait`.
+_BOOK_LOCKED = CompiledQuery(
+    lambda wait, pool_id, ticker_id: (
+        Book.objects.select_for_update(of=("self",), no_key=True, skip_locked=not wait)
+        .select_related("pool", "ticker")
+        .filter(pool_id=pool_id, ticker_id=ticker_id)
+    )
+)
+
+
+def _book_locked(*, pool_id: int, ticker_id: int, wait: bool) -> Book | None:
+    books = _BOOK_LOCKED.objects(wait, pool_id=pool_id, ticker_id=ticker_id)  # (pool, ticker) is unique
+    return books[0] if books else None
 
 
 def books_ensure(*, ticker_id: int) -> None:
@@ -134,6 +146,14 @@ class _BookOrderIds:
 _book_order_ids = _BookOrderIds()
 
 
+# Every session loads its book's resting orders: compiled once per process (broker.sql.CompiledQuery).
+_RESTING = CompiledQuery(
+    lambda shape, book_id: BookOrder.objects.filter(
+        book_id=book_id, status=BookOrderStatus.OPEN, price__isnull=False
+    ).values_list("id", "side", "price", "remaining", "sequence", "owner", "client_ref")
+)
+
+
 class BookSession:
     """One locked book, loaded once, taking any number of submissions in memory; `flush` writes them all.
 
@@ -146,9 +166,7 @@ class BookSession:
         self.book = book
         self.pool = book.pool
         self.dark = self.pool.kind == PoolKind.DARK
-        rows = BookOrder.objects.filter(book=book, status=BookOrderStatus.OPEN, price__isnull=False).values_list(
-            "id", "side", "price", "remaining", "sequence", "owner", "client_ref"
-        )
+        rows = _RESTING.rows(book_id=book.pk)
         resting = []
         self._client_ref: dict[int, int | None] = {}
         self._open_by_ref: dict[int, int] = {}  # client_ref -> open book order id

@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from broker.sql import update_rows
+from broker.sql import CompiledQuery, update_rows
 from orders import kill_switch
 from orders import routing as router
 from orders.models import (
@@ -64,6 +64,49 @@ def _immediate() -> Q:
     return Q(parent__order_type=OrderType.MARKET) | Q(parent__time_in_force__in=(TimeInForce.IOC, TimeInForce.FOK))
 
 
+_BOOK_HALTED, _CUSTOMERS_HALTED = "book halted", "customers halted"
+
+
+def _batch(
+    shape: tuple[str | None, int], *, pool_id: int, ticker_id: int, customer_ids: list[int] | None = None
+) -> QuerySet[ChildOrder]:
+    """The next batch of children waiting for the book, with their parents (read under its lock).
+
+    A halt of the whole book leaves only the immediate children with anything to do: be cancelled. A
+    customer's halt leaves that customer's other children waiting, untouched. The shape: (which of
+    those, the batch size).
+    """
+    variant, size = shape
+    waiting = _waiting(pool_id=pool_id, ticker_id=ticker_id)
+    if variant == _BOOK_HALTED:
+        waiting = waiting.filter(_immediate())
+    elif variant == _CUSTOMERS_HALTED:
+        waiting = waiting.exclude(Q(parent__customer_id__any=customer_ids) & ~_immediate())
+    return waiting.select_related("parent").order_by("pk")[:size]
+
+
+# The order flow's hot queries, compiled once per process (broker.sql.CompiledQuery): Django compiling
+# them again for every batch was a third of the order workers' CPU.
+_BATCH = CompiledQuery(_batch)
+_CHILDREN = CompiledQuery(lambda shape, ids: ChildOrder.objects.filter(pk__any=ids))
+_PARENTS_LOCKED = CompiledQuery(
+    lambda shape, ids: (
+        Order.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("customer", "ticker")
+        .filter(pk__any=ids)
+        .order_by("pk")
+    )
+)
+_PARENTS_WITH_OPEN_CHILDREN = CompiledQuery(
+    lambda shape, ids: (
+        ChildOrder.objects.filter(parent_id__any=ids)
+        .exclude(status__in=FINAL_CHILD_STATUSES)
+        .values_list("parent_id")
+        .distinct()
+    )
+)
+
+
 def book_match(*, pool_id: int, ticker_id: int, wait: bool = True, peek: bool = True) -> int | None:
     """Submit every child waiting for the (pool, ticker) book, in one transaction (task body).
 
@@ -84,15 +127,15 @@ def book_match(*, pool_id: int, ticker_id: int, wait: bool = True, peek: bool = 
         # Read under the book lock: nothing else may change these children while we hold it. The
         # halts are read now too, so a halt committed before this batch took the lock stops it.
         halts = kill_switch.halts_active()
-        waiting = _waiting(pool_id=pool_id, ticker_id=ticker_id)
-        book_halt = halts.reason(customer_id=0, ticker_id=ticker_id, pool_id=pool_id)
-        if book_halt:
-            waiting = waiting.filter(_immediate())  # only these have anything to do: be cancelled
+        halted_customers = [halt.customer_id for halt in halts.active if halt.customer_id is not None]
+        if halts.reason(customer_id=0, ticker_id=ticker_id, pool_id=pool_id):
+            children = _BATCH.objects((_BOOK_HALTED, MATCH_BATCH), pool_id=pool_id, ticker_id=ticker_id)
+        elif halted_customers:
+            children = _BATCH.objects(
+                (_CUSTOMERS_HALTED, MATCH_BATCH), pool_id=pool_id, ticker_id=ticker_id, customer_ids=halted_customers
+            )
         else:
-            halted_customers = [halt.customer_id for halt in halts.active if halt.customer_id is not None]
-            if halted_customers:
-                waiting = waiting.exclude(Q(parent__customer_id__in=halted_customers) & ~_immediate())
-        children = list(waiting.select_related("parent").order_by("pk")[:MATCH_BATCH])
+            children = _BATCH.objects((None, MATCH_BATCH), pool_id=pool_id, ticker_id=ticker_id)
         if not children:
             return 0
         effects = Effects()
@@ -183,16 +226,10 @@ def _book_fills(*, batch: _Batch, halts: kill_switch.HaltSnapshot, effects: Effe
     outside = maker_refs - batch.children.keys()
     if outside:
         # Resting makers from earlier batches (read under the book lock, which guards them).
-        batch.children.update((child.pk, child) for child in ChildOrder.objects.filter(pk__in=outside))
+        batch.children.update((child.pk, child) for child in _CHILDREN.objects(ids=sorted(outside)))
     parent_ids = sorted({child.parent_id for child in batch.children.values()})
     # Fresh, locked parents: another book's batch may have filled the same parents since we read them.
-    batch.parents = {
-        parent.pk: parent
-        for parent in Order.objects.select_for_update(of=("self",), no_key=True)
-        .select_related("customer", "ticker")
-        .filter(pk__in=parent_ids)
-        .order_by("pk")
-    }
+    batch.parents = {parent.pk: parent for parent in _PARENTS_LOCKED.objects(ids=parent_ids)}
     for child in batch.children.values():
         child.parent = batch.parents[child.parent_id]
 
@@ -271,12 +308,7 @@ def _book_fills(*, batch: _Batch, halts: kill_switch.HaltSnapshot, effects: Effe
         ],
     )  # fmt: skip
     changed_parents = {child.parent_id for child in touched.values()}
-    open_parents = set(
-        ChildOrder.objects.filter(parent_id__in=changed_parents)
-        .exclude(status__in=FINAL_CHILD_STATUSES)
-        .values_list("parent_id", flat=True)
-        .distinct()
-    )
+    open_parents = {parent_id for (parent_id,) in _PARENTS_WITH_OPEN_CHILDREN.rows(ids=sorted(changed_parents))}
     reservations: dict[int, settlement_services.ReservationChange] = {}
     for parent_id in sorted(changed_parents):
         parent = batch.parents[parent_id]

@@ -15,10 +15,10 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import OperationalError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from broker.sql import update_rows
+from broker.sql import CompiledQuery, update_rows
 from orders import kill_switch
 from orders import routing as router
 from orders.models import ChildOrder, ChildStatus, EventKind, Order, OrderEvent, OrderStatus, OrderType, TimeInForce
@@ -309,28 +309,48 @@ def _route_singly(*, ticker_id: int, match_now: bool) -> set[int]:
     return set(order_ids)
 
 
+_IMMEDIATE_ONLY, _CUSTOMERS_HALTED = "immediate only", "customers halted"
+
+
+def _claim(shape: tuple[str | None, int], *, ticker_id: int, customer_ids: list[int] | None = None) -> QuerySet[Order]:
+    """The next batch of New orders of the ticker no other transaction holds, locked, with their customer
+    and ticker. Only orders with something to do now: while a halt covers the ticker (or no lit venue
+    is open) only the immediate ones, which are cancelled; a halted customer's other orders stay New,
+    untouched, for the sweeper once the halt is lifted. The shape: (which of those, the batch size)."""
+    variant, size = shape
+    new = Order.objects.filter(ticker_id=ticker_id, status=OrderStatus.NEW).exclude(time_in_force=TimeInForce.FOK)
+    if variant == _IMMEDIATE_ONLY:
+        new = new.filter(_immediate())
+    elif variant == _CUSTOMERS_HALTED:
+        new = new.exclude(Q(customer_id__any=customer_ids) & ~_immediate())
+    return (
+        new.select_for_update(of=("self",), no_key=True, skip_locked=True)
+        .select_related("customer", "ticker")
+        .order_by("pk")[:size]
+    )
+
+
+# Compiled once per process (broker.sql.CompiledQuery): every routing batch runs it.
+_CLAIM = CompiledQuery(_claim)
+
+
 def _route_batch(*, ticker_id: int) -> tuple[list[int], dict[tuple[int, int], str]]:
     """One transaction of `orders_route`: claim up to ROUTE_BATCH New orders of the ticker and route (or,
     halted, cancel) each. Returns their ids and the books their children went to."""
     halts = kill_switch.halts_cached()
     halted = halts.halted_pool_ids
     lit = venues(PoolKind.LIT, halted=halted)
-    new = Order.objects.filter(ticker_id=ticker_id, status=OrderStatus.NEW).exclude(time_in_force=TimeInForce.FOK)
-    # Claim only orders with something to do now: while a halt covers them only the immediate ones do
-    # (they are cancelled); the others stay New, untouched, for the sweeper once the halt is lifted.
-    if halts.reason(customer_id=0, ticker_id=ticker_id) or not lit:
-        new = new.filter(_immediate())
-    else:
-        halted_customers = [halt.customer_id for halt in halts.active if halt.customer_id is not None]
-        if halted_customers:
-            new = new.exclude(Q(customer_id__in=halted_customers) & ~_immediate())
+    halted_customers = [halt.customer_id for halt in halts.active if halt.customer_id is not None]
     books: dict[tuple[int, int], str] = {}
     with transaction.atomic():
-        orders = list(
-            new.select_for_update(of=("self",), no_key=True, skip_locked=True)
-            .select_related("customer", "ticker")
-            .order_by("pk")[:ROUTE_BATCH]
-        )
+        if halts.reason(customer_id=0, ticker_id=ticker_id) or not lit:
+            orders = _CLAIM.objects((_IMMEDIATE_ONLY, ROUTE_BATCH), ticker_id=ticker_id)
+        elif halted_customers:
+            orders = _CLAIM.objects(
+                (_CUSTOMERS_HALTED, ROUTE_BATCH), ticker_id=ticker_id, customer_ids=halted_customers
+            )
+        else:
+            orders = _CLAIM.objects((None, ROUTE_BATCH), ticker_id=ticker_id)
         if not orders:
             return [], books
         market = _Market(ticker_id=ticker_id, halted=halted, lit=lit)

@@ -3,13 +3,14 @@ type (decimals to the last place, times to the microsecond, text, NULLs), and no
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
-from broker.sql import update_rows
+from broker.sql import CompiledQuery, update_rows
 from orders.models import Order, OrderStatus
 from tests.conftest import Market, place
 
@@ -53,3 +54,80 @@ def test_update_rows_writes_array_columns(market: Market) -> None:
 
     stored = list(ChildOrder.objects.filter(parent=order).order_by("pk").values_list("venues_tried", flat=True))
     assert stored == [["EDGA", "it's"]] + [[] for _ in children[1:]]
+
+
+# --- CompiledQuery -----------------------------------------------------------------------------------
+
+_BY_CUSTOMER = CompiledQuery(
+    lambda shape, customer_id, statuses, limit=None: (
+        Order.objects.filter(
+            customer_id=customer_id, status__any=statuses, **({"price__lte": limit} if shape == "capped" else {})
+        )
+        .select_related("customer", "ticker")
+        .order_by("pk")
+    )
+)
+
+
+def test_a_compiled_query_returns_what_the_orm_returns_for_every_set_of_values(market: Market) -> None:
+    from broker.models import Customer
+
+    # given orders of two customers in different states and prices
+    me = Customer.objects.get(customer_id="000002")
+    other = Customer.objects.exclude(pk=me.pk).order_by("pk").first()
+    assert other is not None
+    mine = [place(quantity=10 + n, price=f"25{n}.00", timeInForce="Day") for n in range(3)]
+    theirs = [place(other.customer_id, quantity=5, price="251.00", timeInForce="Day")]
+    Order.objects.filter(pk=mine[0].pk).update(status=OrderStatus.CANCELLED)
+
+    def orm(customer_id: int, statuses: Sequence[str], limit: Decimal | None) -> list[Order]:
+        queryset = Order.objects.filter(customer_id=customer_id, status__in=statuses)
+        if limit is not None:
+            queryset = queryset.filter(price__lte=limit)
+        return list(queryset.select_related("customer", "ticker").order_by("pk"))
+
+    cases = [
+        (me.pk, [OrderStatus.NEW], None),
+        (me.pk, [OrderStatus.NEW, OrderStatus.CANCELLED], None),
+        (me.pk, [OrderStatus.NEW, OrderStatus.CANCELLED], Decimal("251.00")),
+        (other.pk, [OrderStatus.NEW], None),
+        (other.pk, [], None),
+    ]
+    for customer_id, statuses, limit in cases:
+        # when the compiled query runs with those values (compiled once per shape, on its first run)
+        shape = "capped" if limit is not None else None
+        values = {"limit": limit} if limit is not None else {}
+        got = _BY_CUSTOMER.objects(shape, customer_id=customer_id, statuses=statuses, **values)
+
+        # then the same rows, every field and the related objects alike, as the ORM's own query
+        want = orm(customer_id, statuses, limit)
+        assert [order.pk for order in got] == [order.pk for order in want]
+        for a, b in zip(got, want, strict=True):
+            assert {f.attname: getattr(a, f.attname) for f in Order._meta.concrete_fields} == {
+                f.attname: getattr(b, f.attname) for f in Order._meta.concrete_fields
+            }
+            assert a.customer.name == b.customer.name
+            assert a.ticker.symbol == b.ticker.symbol
+            assert not a._state.adding
+    assert set(_BY_CUSTOMER._compiled) == {None, "capped"}
+    assert theirs[0].pk in [order.pk for order in _BY_CUSTOMER.objects(customer_id=other.pk, statuses=["New"])]
+
+
+@pytest.mark.django_db(transaction=True)  # outside the test's own transaction
+def test_a_compiled_row_lock_still_needs_a_transaction(market: Market) -> None:
+    from django.db import transaction
+    from django.db.transaction import TransactionManagementError
+
+    locked = CompiledQuery(lambda shape, pk: Order.objects.select_for_update().filter(pk=pk))
+    order = place(quantity=10, price="250.00", timeInForce="Day")
+    with transaction.atomic():
+        assert [row.pk for row in locked.objects(pk=order.pk)] == [order.pk]
+    with pytest.raises(TransactionManagementError):
+        locked.objects(pk=order.pk)
+
+
+def test_a_value_that_does_not_reach_the_sql_as_a_parameter_is_refused(market: Market) -> None:
+    # a value the query does not use as a parameter: the compiled SQL could never take its next value
+    ignoring = CompiledQuery(lambda shape, pk, status: Order.objects.filter(pk=pk).values_list("pk"))
+    with pytest.raises(ValueError, match="status"):
+        ignoring.rows(pk=1, status=OrderStatus.NEW)
