@@ -119,6 +119,12 @@ DATABASES["default"]["OPTIONS"]["pool"] = {
     "max_size": env_int("DATABASE_POOL_MAX_SIZE", 8),
     "timeout": 10,
 }
+# Parameters bound by the server, and a statement run a fifth time on a connection prepared there (the
+# pool keeps connections, so the order flow's statements are planned once per connection). Django's
+# defaults (client-side binding, no preparing) suit a transaction-pooling proxy, which this does not
+# use; measured on the order flow, planning was 55% of Postgres's time in its statements.
+DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
+DATABASES["default"]["OPTIONS"]["prepare_threshold"] = env_int("DATABASE_PREPARE_THRESHOLD", 5)
 DATABASES["default"].setdefault("TEST", {})
 if test_name := os.environ.get("BROKER_TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"]["NAME"] = test_name

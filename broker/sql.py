@@ -55,6 +55,22 @@ def update_rows(model: type[Model], rows: Iterable[Model], fields: Sequence[str]
         return cursor.rowcount
 
 
+def script_cursor() -> Any:
+    """A Django cursor on the current connection that binds parameters client-side: for a query string
+    of several statements, sent as one simple query (one round trip; in autocommit, one transaction).
+
+    The connection's own cursors bind server-side (settings: so that statements can be prepared), and
+    the server refuses several statements in one parameterized query. Queries run on this cursor are
+    logged and wrapped like any other (`connection.make_debug_cursor`, as Django's `cursor()` does).
+    """
+    connection.ensure_connection()
+    raw = connection.connection
+    if not isinstance(raw, psycopg.Connection):
+        raise TypeError(f"script_cursor needs a psycopg 3 connection, not {type(raw).__name__}")
+    cursor: Any = psycopg.ClientCursor(raw)  # django-stubs type the argument as the wrapper itself
+    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
+
+
 # psycopg's default: what a server-binding cursor on the connection would use had Django not turned
 # preparing off (Django's own cursors bind client-side, which never prepares, so they are unaffected).
 _PREPARE_THRESHOLD = 5

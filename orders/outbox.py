@@ -28,6 +28,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from broker.models import Customer
+from broker.sql import script_cursor
 from orders.models import OrderEvent, StreamEvent
 
 # pg_advisory_xact_lock key of a numbering pass: passes never overlap, whoever runs them.
@@ -38,8 +39,8 @@ SEQUENCE_BATCH = 2_000
 _TABLE = StreamEvent._meta.db_table
 
 
-# Both inserts read their rows from one JSON array parameter each: Django's cursors bind parameters
-# client-side, quoting each one in Python, and four to eight parameters a row cost more CPU than the
+# Both inserts read their rows from one JSON array parameter each: sent as one query string, they are
+# bound client-side, each parameter quoted in Python, and four to eight parameters a row cost more CPU than the
 # statement itself (py-spy: a tenth of the order worker's time). Rows keep the array's order, so ids too.
 _AUDIT_SQL = (
     f"INSERT INTO {OrderEvent._meta.db_table} "  # noqa: S608 - table names from the models
@@ -71,7 +72,7 @@ def events_record(messages: Sequence[tuple[int, dict[str, Any]]], *, audit: Sequ
         statements.append(_EVENTS_SQL)
         params += [now, json.dumps([[customer_pk, payload] for customer_pk, payload in messages])]
     if statements:
-        with connection.cursor() as cursor:
+        with script_cursor() as cursor:  # both statements in one round trip
             cursor.execute("; ".join(statements), params)
 
 
@@ -119,16 +120,16 @@ def events_sequence(*, limit: int = SEQUENCE_BATCH) -> Numbered:
         "RETURNING e.event_id, c.customer_id, e.payload::text, top.top"
     )
     if connection.in_atomic_block:  # a caller's transaction (tests): the pass commits with it
-        with transaction.atomic(), connection.cursor() as cursor:
+        with transaction.atomic(), script_cursor() as cursor:
             cursor.execute(numbering, [limit])
             cursor.nextset()
             rows = sorted(cursor.fetchall())
     else:
-        # In autocommit, the statements of one query string run as one transaction (Django's cursors
-        # bind parameters client-side and send it as a simple query): lock, number and commit in one
-        # round trip instead of three (BEGIN, the statements, COMMIT). The pass is on every fill's way
-        # to the stream, and on a busy machine each round trip waits for Postgres to be scheduled.
-        with connection.cursor() as cursor:
+        # In autocommit, the statements of one query string run as one transaction (a cursor binding
+        # parameters client-side sends it as a simple query): lock, number and commit in one round
+        # trip instead of three (BEGIN, the statements, COMMIT). The pass is on every fill's way to the
+        # stream, and on a busy machine each round trip waits for Postgres to be scheduled.
+        with script_cursor() as cursor:
             cursor.execute(numbering, [limit])
             cursor.nextset()
             rows = sorted(cursor.fetchall())

@@ -40,7 +40,7 @@ from django.contrib.postgres.aggregates import BoolOr
 from django.db import connection, transaction
 from django.utils import timezone
 
-from broker.sql import execute_prepared
+from broker.sql import execute_prepared, script_cursor
 from reporting.models import CustomerDay, PositionSnapshot, TickerDay
 
 MARKET_TZ = ZoneInfo("America/New_York")
@@ -302,7 +302,7 @@ def _day_compute(day: date) -> DayResult:
     }
     # Prepared: the same statement runs for every day of a rebuild, and planning it is a tenth of its cost.
     ((positions, customers, tickers),) = execute_prepared(DAY_SQL, params)
-    with connection.cursor() as cursor:
+    with script_cursor() as cursor:
         # One round trip for the three tables' leftovers (client-side binding sends it as one text).
         tables = (PositionSnapshot, CustomerDay, TickerDay)
         cursor.execute("; ".join(_STALE.format(table=model._meta.db_table) for model in tables), params)
