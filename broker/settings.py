@@ -124,7 +124,10 @@ DATABASES["default"]["OPTIONS"]["pool"] = {
 # defaults (client-side binding, no preparing) suit a transaction-pooling proxy, which this does not
 # use; measured on the order flow, planning was 55% of Postgres's time in its statements.
 DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
-DATABASES["default"]["OPTIONS"]["prepare_threshold"] = env_int("DATABASE_PREPARE_THRESHOLD", 5)
+_prepare_threshold = os.environ.get("DATABASE_PREPARE_THRESHOLD", "5").strip().lower()
+DATABASES["default"]["OPTIONS"]["prepare_threshold"] = (
+    None if _prepare_threshold in ("", "off", "none") else int(_prepare_threshold)
+)
 DATABASES["default"].setdefault("TEST", {})
 if test_name := os.environ.get("BROKER_TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"]["NAME"] = test_name

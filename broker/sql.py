@@ -71,8 +71,7 @@ def script_cursor() -> Any:
     return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
 
 
-# psycopg's default: what a server-binding cursor on the connection would use had Django not turned
-# preparing off (Django's own cursors bind client-side, which never prepares, so they are unaffected).
+# psycopg's default, for a connection configured without one (settings set DATABASE_PREPARE_THRESHOLD).
 _PREPARE_THRESHOLD = 5
 
 
@@ -81,8 +80,9 @@ def execute_prepared(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...
 
     For a large statement run again and again with new values (the reporting aggregation's day: a dozen
     CTEs, about 1 ms to plan against 12 ms to run): Postgres plans it once per connection, then reuses
-    the plan. Django's cursors bind parameters client-side, which cannot prepare, hence a psycopg cursor
-    on the same connection (and transaction). It bypasses Django's query logging and execute wrappers.
+    the plan, from its first run (the connection's own cursors prepare a statement on its fifth run).
+    A psycopg cursor on the same connection (and transaction): it bypasses Django's query logging and
+    execute wrappers.
     Parameters are sent typed (a `None` as an untyped NULL), so the statement must give every parameter
     a type by its context or a cast.
     """
