@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from broker.sql import CompiledQuery, update_rows
+from broker.sql import CompiledQuery, insert_rows, update_rows
 from pools import engine, liquidity
 from pools import selectors as pool_selectors
 from pools.models import (
@@ -356,7 +356,7 @@ class BookSession:
     def flush(self) -> None:
         """Write everything the session did: new book orders, changed resting ones, executions, the book."""
         if self._new:
-            BookOrder.objects.bulk_create(self._new.values())
+            insert_rows(BookOrder, list(self._new.values()))
             self._new = {}
         if self._changed:
             changed = [
@@ -366,7 +366,7 @@ class BookSession:
             update_rows(BookOrder, changed, ["remaining", "status", "updated_at"])
             self._changed = {}
         if self._executions:
-            Execution.objects.bulk_create(self._executions)
+            insert_rows(Execution, self._executions)
             self._executions = []
         if isinstance(self.venue_book, engine.LitBook):
             self.book.best_bid = self.venue_book.best_bid()

@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from broker.sql import CompiledQuery, update_rows
+from broker.sql import CompiledQuery, insert_rows, update_rows
 from orders import kill_switch
 from orders import routing as router
 from orders.models import (
@@ -245,7 +245,7 @@ def _book_fills(*, batch: _Batch, halts: kill_switch.HaltSnapshot, effects: Effe
                 trades.append(_trade(child=maker, execution=execution, pool=pool, role=LiquidityRole.MAKER))
     for trade in trades:
         trade.settles_on = settles_on
-    Trade.objects.bulk_create(trades)
+    insert_rows(Trade, trades)
 
     touched: dict[int, ChildOrder] = {child.pk: child for child, _ in batch.submitted}
     touched.update((child.pk, child) for child, _ in batch.halted)

@@ -18,7 +18,7 @@ from django.db import OperationalError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from broker.sql import CompiledQuery, update_rows
+from broker.sql import CompiledQuery, insert_rows, update_rows
 from orders import kill_switch
 from orders import routing as router
 from orders.models import ChildOrder, ChildStatus, EventKind, Order, OrderEvent, OrderStatus, OrderType, TimeInForce
@@ -387,7 +387,8 @@ def children_create(
     each: one INSERT for all of them."""
     pools = pool_selectors.pools_by_id()
     planned = [(order, index, plan) for order, plans in routed for index, plan in enumerate(plans, start=1)]
-    children = ChildOrder.objects.bulk_create(
+    children = insert_rows(
+        ChildOrder,
         [
             ChildOrder(
                 parent=order,
@@ -401,7 +402,7 @@ def children_create(
                 attempt=1,
             )
             for order, index, plan in planned
-        ]
+        ],
     )
     events.extend(
         OrderEvent(

@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from broker.sql import CompiledQuery, update_rows
-from orders.models import Order, OrderStatus
+from broker.sql import CompiledQuery, insert_rows, update_rows
+from orders.models import ChildOrder, ChildStatus, Order, OrderStatus
 from tests.conftest import Market, place
 
 pytestmark = pytest.mark.django_db
@@ -131,3 +131,64 @@ def test_a_value_that_does_not_reach_the_sql_as_a_parameter_is_refused(market: M
     ignoring = CompiledQuery(lambda shape, pk, status: Order.objects.filter(pk=pk).values_list("pk"))
     with pytest.raises(ValueError, match="status"):
         ignoring.rows(pk=1, status=OrderStatus.NEW)
+
+
+# --- insert_rows -------------------------------------------------------------------------------------
+
+
+def _children(order: Order, count: int, first_index: int = 100) -> list[ChildOrder]:
+    return [
+        ChildOrder(
+            parent=order,
+            index=first_index + n,
+            quantity=7 + n,
+            status=ChildStatus.ROUTED,
+            venue_time_in_force="IOC",
+            route_reason=QUOTED,
+            venues_tried=["EDGA", "it's"][: n + 1],
+            attempt=1,
+        )
+        for n in range(count)
+    ]
+
+
+def test_insert_rows_writes_what_bulk_create_writes_and_reads_the_new_ids_back(market: Market) -> None:
+    # given the same new children twice, for one order
+    order = place(quantity=10, price="250.00", timeInForce="Day")
+    ours, django = _children(order, 3), _children(order, 3, first_index=200)
+
+    # when one set goes through insert_rows, the other through bulk_create
+    saved = insert_rows(ChildOrder, ours)
+    ChildOrder.objects.bulk_create(django)
+
+    # then every row was written with its own id (read back in order), stamped, and marked saved
+    assert saved == ours
+    assert all(child.pk is not None and not child._state.adding for child in ours)
+    assert len({child.pk for child in ours}) == 3
+    skip = {"id", "index", "created_at", "updated_at"}
+    for a, b in zip(ours, django, strict=True):
+        row_a, row_b = ChildOrder.objects.get(pk=a.pk), ChildOrder.objects.get(pk=b.pk)
+        fields = [field.attname for field in ChildOrder._meta.concrete_fields if field.attname not in skip]
+        assert {name: getattr(row_a, name) for name in fields} == {name: getattr(row_b, name) for name in fields}
+        assert row_a.created_at == a.created_at
+        assert row_a.created_at is not None
+
+
+def test_insert_rows_takes_rows_with_their_own_ids_and_refuses_an_unsaved_relation(market: Market) -> None:
+    from django.db import connection
+
+    order = place(quantity=10, price="250.00", timeInForce="Day")
+    # rows that carry their primary key (drawn ahead, as book orders' are) are written with it
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence('orders_childorder', 'id'))")
+        (drawn,) = cursor.fetchone()
+    (child,) = _children(order, 1)
+    child.pk = drawn
+    insert_rows(ChildOrder, [child])
+    assert ChildOrder.objects.get(pk=drawn).quantity == 7
+
+    # a related object still unsaved is an error, as with bulk_create, and nothing is written
+    (orphan,) = _children(Order(), 1)
+    with pytest.raises(ValueError, match="unsaved"):
+        insert_rows(ChildOrder, [orphan])
+    assert ChildOrder.objects.filter(parent=order).count() == 1
