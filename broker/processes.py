@@ -32,6 +32,11 @@ PR_SET_PDEATHSIG = 1
 # Seconds a web worker is given to finish its requests and close its WebSockets on SIGTERM before the
 # gunicorn master kills it; below run_stack's grace (15 s), so the master ends its workers itself.
 WEB_GRACEFUL_SECONDS = 10
+# Seconds an idle HTTP keep-alive connection stays open (uvicorn's timeout_keep_alive; gunicorn's default
+# is 2). A client pool keeps idle connections longer (httpx 5 s, most HTTP libraries and load balancers
+# more), and a request it sends on a connection the server is just closing fails with a read error: the
+# bench's 100/s step saw one. The server must outlast its clients' idle connections, not the reverse.
+WEB_KEEP_ALIVE_SECONDS = 75
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ def web_command(*, host: str, port: int, workers: int | None = None) -> list[str
         sys.executable, "-m", "gunicorn", "broker.asgi:application",
         "--bind", f"{host}:{port}", "--workers", str(workers or web_concurrency()),
         "--worker-class", "broker.processes.WebWorker", "--graceful-timeout", str(WEB_GRACEFUL_SECONDS),
+        "--keep-alive", str(WEB_KEEP_ALIVE_SECONDS),
         # Its default control socket is one path per user ($HOME/.gunicorn): two stacks would share it.
         "--no-control-socket",
     ]  # fmt: skip
