@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP through Django, `/ws/fills/` through Channels, and the server's lifespan."""
 
 import asyncio
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -9,6 +10,8 @@ import django
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.http import FileResponse, HttpRequest, HttpResponseBase
+
+logger = logging.getLogger(__name__)
 
 
 class OneHopASGIHandler(ASGIHandler):
@@ -52,14 +55,21 @@ class OneHopASGIHandler(ASGIHandler):
             else:
                 executor.shutdown(wait=False)
 
+    # Executors warmed at startup. One was not enough: two requests at once (a monitor's health check
+    # and the first order) made a second executor, whose thread had nothing ready, and being the last
+    # one handed back it was the next one taken, by the first order.
+    WARM_EXECUTORS = 4
+
     async def warm_up(self) -> None:
-        """Warm the process up (broker/warmup.py) in the executor the first request will get, so what
-        is kept per thread (the result backend, the database connection) is ready in its thread."""
+        """Warm the process up (broker/warmup.py) in the executors the first requests will get, so what
+        is kept per thread (the result backend, the caches) is ready in their threads."""
         from broker.warmup import warm_up
 
-        executor = ThreadPoolExecutor(1, thread_name_prefix="request")
-        await asyncio.get_running_loop().run_in_executor(executor, warm_up)
-        self._idle.append(executor)
+        loop = asyncio.get_running_loop()
+        for _ in range(self.WARM_EXECUTORS):
+            executor = ThreadPoolExecutor(1, thread_name_prefix="request")
+            await loop.run_in_executor(executor, warm_up)  # the process's part runs once, the thread's each time
+            self._idle.append(executor)
 
     async def run_get_response(self, request: HttpRequest) -> HttpResponseBase:
         response = await sync_to_async(self.get_response, thread_sensitive=True)(request)
@@ -80,12 +90,31 @@ from broker.ws_auth import TokenOrSessionAuthMiddleware  # noqa: E402
 from orders.consumers import FillsConsumer  # noqa: E402
 
 
+async def listen_always() -> str | None:
+    """Subscribe this process to a channel of its own that nothing sends to, for as long as it runs; its
+    name. channels-redis's pub/sub layer reads a connection only while it has a subscription: with
+    none, its reader sleeps 100 ms at a time, so the first subscriber of a process (a fill stream
+    opened after a start, or after every other one closed) got its first messages up to 100 ms late,
+    whatever the load. With this one it always reads, and a message comes in as it arrives."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:
+        return None
+    try:
+        return str(await layer.new_channel(prefix="broker.process."))
+    except Exception:  # Redis down at start: the first fill stream subscribes as it would have anyway
+        logger.warning("could not subscribe to the channel layer at start", exc_info=True)
+        return None
+
+
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """At startup, warm the process up (broker/warmup.py) before the server accepts a connection."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await django_asgi_app.warm_up()  # before the server accepts its first connection
+            await listen_always()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})

@@ -36,9 +36,18 @@ def _quiet_housekeeping(logger: logging.Logger, **kwargs: Any) -> None:
         handler.addFilter(QuietHousekeeping())
 
 
-@signals.worker_process_init.connect
+@signals.worker_init.connect
+def _warm_up_pool_processes(**kwargs: Any) -> None:
+    # Each pool process warms up after the fork and before its first task (broker/warmup.py), and
+    # after Celery's Django fixup has closed what the fork inherited, the database pool included: its
+    # handler is connected when the worker starts (at this same signal, by a receiver connected when
+    # the app was made, so before this one), and receivers run in the order they were connected.
+    # Connected at import instead, the warm-up ran first and the fixup then closed the pool it had
+    # opened: the first task opened a new connection, to a Postgres backend that had run nothing yet.
+    signals.worker_process_init.connect(_warm_up, weak=False, dispatch_uid="broker.warm_up")
+
+
 def _warm_up(**kwargs: Any) -> None:
-    # Each pool process, after the fork and before its first task (broker/warmup.py).
     from broker.warmup import warm_up
 
     warm_up()

@@ -46,9 +46,11 @@ def warm_up() -> None:
         get_resolver().url_patterns  # noqa: B018  (imports every view module)
         connection.ensure_connection()
         cache.get("warm-up")
+        from broker.api.throttling import throttle_ready
         from broker.cache import shared_cache
 
         shared_cache().get("warm-up")  # the route-pending marks' client
+        throttle_ready()  # the API throttle's counters
         from broker.celery import app
 
         # Registering every task (the first `apply_async` does it otherwise: ~15 ms) and this thread's
@@ -65,6 +67,12 @@ def warm_up() -> None:
         from pools import selectors as pool_selectors
 
         pool_selectors.pools_active()
+        from orders import sequencer
+
+        sequencer.wake_ready()  # the thread and connection that wake the stream's sequencer after commits
+        from broker.sql import rehearse_compiled
+
+        rehearse_compiled()  # the order flow's hot queries: compiled, and run once on this connection
     except Exception:
         logger.warning("warm-up failed; the first order will pay for it", exc_info=True)
     finally:

@@ -64,12 +64,23 @@ def _redis() -> redis.Redis:
 def wake() -> None:
     """Tell the sequencer that events have committed; never blocks nor raises (a thread of this process
     sends it, and the sequencer's own polling finds whatever a lost wake announced)."""
+    _wake_queue().put(wake_key())
+
+
+def wake_ready() -> None:
+    """Start this process's waking thread and open its Redis connection now (a process's warm-up),
+    not at the first commit of events. Raises if Redis cannot be reached."""
+    _wake_queue()
+    _redis().ping()
+
+
+def _wake_queue() -> queue.SimpleQueue[str]:
     global _waker
     if _waker is None or _waker[0] != os.getpid():  # none yet, or one of the parent before a fork
         waker: queue.SimpleQueue[str] = queue.SimpleQueue()
         threading.Thread(target=_send_wakes, args=(waker,), name="stream-wake", daemon=True).start()
         _waker = (os.getpid(), waker)
-    _waker[1].put(wake_key())
+    return _waker[1]
 
 
 _waker: tuple[int, queue.SimpleQueue[str]] | None = None
@@ -106,6 +117,7 @@ class Sequencer:
         self.sent_upto: dict[str, int] = {}  # group -> where its last message ended (orders.streaming.frame)
 
     def run(self) -> None:
+        self._warm_up()
         try:
             while not self.stop.is_set():
                 try:
@@ -123,6 +135,18 @@ class Sequencer:
         finally:
             self._resign()
             self.loop.close()
+
+    def _warm_up(self) -> None:
+        """Open the channel layer's Redis connection before the first events: a publish to a group no
+        one listens to. Without it the first fill after a start waited for that connection."""
+        try:
+            layer = get_channel_layer()
+            if layer is not None:
+                self.loop.run_until_complete(
+                    asyncio.wait_for(layer.group_send("broker.warm-up", {"type": "warm.up"}), SEND_TIMEOUT_SECONDS)
+                )
+        except Exception:  # the first pass opens it, or logs why it cannot
+            logger.warning("stream sequencer: could not reach the channel layer at start", exc_info=True)
 
     def _lead(self) -> bool:
         """True while this sequencer holds the leader's lock on its current connection."""

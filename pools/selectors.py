@@ -167,7 +167,14 @@ def _lit_depth(
 
 
 # Every routed order reads the depth: compiled once per process (broker.sql.CompiledQuery).
-_LIT_DEPTH = CompiledQuery(_lit_depth)
+_LIT_DEPTH = CompiledQuery(
+    _lit_depth,
+    rehearse=[
+        ((side, limited), {"ticker_id": 0, "excluded": [0], **({"limit": Decimal(1)} if limited else {})})
+        for side in (engine.Side.BUY, engine.Side.SELL)
+        for limited in (False, True)
+    ],
+)
 
 
 def lit_depth(

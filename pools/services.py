@@ -91,7 +91,8 @@ _BOOK_LOCKED = CompiledQuery(
         Book.objects.select_for_update(of=("self",), no_key=True, skip_locked=not wait)
         .select_related("pool", "ticker")
         .filter(pool_id=pool_id, ticker_id=ticker_id)
-    )
+    ),
+    rehearse=[(True, {"pool_id": 0, "ticker_id": 0}), (False, {"pool_id": 0, "ticker_id": 0})],
 )
 
 
@@ -150,7 +151,8 @@ _book_order_ids = _BookOrderIds()
 _RESTING = CompiledQuery(
     lambda shape, book_id: BookOrder.objects.filter(
         book_id=book_id, status=BookOrderStatus.OPEN, price__isnull=False
-    ).values_list("id", "side", "price", "remaining", "sequence", "owner", "client_ref")
+    ).values_list("id", "side", "price", "remaining", "sequence", "owner", "client_ref"),
+    rehearse=[(None, {"book_id": 0})],
 )
 
 

@@ -73,6 +73,13 @@ def throttle_cache() -> BaseCache:
     return _cache
 
 
+def throttle_ready() -> None:
+    """Open the throttle's Redis connection now (a web process's warm-up), not at the first request."""
+    client = _throttle_redis(throttle_cache())
+    if client is not None:
+        client.ping()
+
+
 def _throttle_redis(cache: BaseCache) -> Redis | None:
     """One redis-py client on the cache's own connection pool, for the life of the process; None when the
     throttle cache is not Redis. Django's RedisCache builds a new client for every call, which copies

@@ -87,15 +87,18 @@ def _batch(
 
 # The order flow's hot queries, compiled once per process (broker.sql.CompiledQuery): Django compiling
 # them again for every batch was a third of the order workers' CPU.
-_BATCH = CompiledQuery(_batch)
-_CHILDREN = CompiledQuery(lambda shape, ids: ChildOrder.objects.filter(pk__any=ids))
+# Each with the shape every light-load order takes and values no row has, run at a process's warm-up.
+_NOTHING: dict[str, object] = {"ids": [0]}
+_BATCH = CompiledQuery(_batch, rehearse=[((None, MATCH_BATCH), {"pool_id": 0, "ticker_id": 0})])
+_CHILDREN = CompiledQuery(lambda shape, ids: ChildOrder.objects.filter(pk__any=ids), rehearse=[(None, _NOTHING)])
 _PARENTS_LOCKED = CompiledQuery(
     lambda shape, ids: (
         Order.objects.select_for_update(of=("self",), no_key=True)
         .select_related("customer", "ticker")
         .filter(pk__any=ids)
         .order_by("pk")
-    )
+    ),
+    rehearse=[(None, _NOTHING)],
 )
 _PARENTS_WITH_OPEN_CHILDREN = CompiledQuery(
     lambda shape, ids: (
@@ -103,7 +106,8 @@ _PARENTS_WITH_OPEN_CHILDREN = CompiledQuery(
         .exclude(status__in=FINAL_CHILD_STATUSES)
         .values_list("parent_id")
         .distinct()
-    )
+    ),
+    rehearse=[(None, _NOTHING)],
 )
 
 

@@ -331,7 +331,7 @@ def _claim(shape: tuple[str | None, int], *, ticker_id: int, customer_ids: list[
 
 
 # Compiled once per process (broker.sql.CompiledQuery): every routing batch runs it.
-_CLAIM = CompiledQuery(_claim)
+_CLAIM = CompiledQuery(_claim, rehearse=[((None, ROUTE_BATCH), {"ticker_id": 0})])
 
 
 def _route_batch(*, ticker_id: int) -> tuple[list[int], dict[tuple[int, int], str]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -131,6 +132,51 @@ def test_a_value_that_does_not_reach_the_sql_as_a_parameter_is_refused(market: M
     ignoring = CompiledQuery(lambda shape, pk, status: Order.objects.filter(pk=pk).values_list("pk"))
     with pytest.raises(ValueError, match="status"):
         ignoring.rows(pk=1, status=OrderStatus.NEW)
+
+
+@pytest.mark.django_db(transaction=True)  # the rehearsal's own transaction, not the test's
+def test_the_rehearsal_compiles_the_hot_queries_and_runs_each_once_in_a_transaction_it_rolls_back(
+    market: Market,
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from broker import sql
+    from orders.services import matching, routing
+    from pools import selectors
+    from pools import services as pool_services
+
+    hot: list[CompiledQuery[Any]] = [
+        routing._CLAIM,
+        matching._BATCH,
+        matching._CHILDREN,
+        matching._PARENTS_LOCKED,
+        matching._PARENTS_WITH_OPEN_CHILDREN,
+        pool_services._BOOK_LOCKED,
+        pool_services._RESTING,
+        selectors._LIT_DEPTH,
+    ]
+    for query in hot:
+        query._compiled.clear()
+    waiting = place(quantity=10, price="250.00", timeInForce="Day")  # a New order nothing has claimed
+
+    with CaptureQueriesContext(connection) as queries:
+        ran = sql.rehearse_compiled()
+
+    statements = [statement["sql"].lstrip() for statement in queries.captured_queries]
+    assert all(query in sql._REHEARSED for query in hot)
+    assert ran == sum(len(query._rehearsals) for query in sql._REHEARSED)
+    for query in hot:
+        assert set(query._compiled) == {shape for shape, _ in query._rehearsals}
+    # one transaction, rolled back, with one SELECT per rehearsal in it
+    assert statements[0] == "BEGIN"
+    assert statements[-1] == "ROLLBACK"
+    assert len(statements) == ran + 2
+    assert all(statement.startswith("SELECT") for statement in statements[1:-1])
+    # and it matched nothing: the waiting order is still New, unclaimed
+    assert connection.get_autocommit()
+    waiting.refresh_from_db()
+    assert waiting.status == OrderStatus.NEW
 
 
 # --- insert_rows -------------------------------------------------------------------------------------

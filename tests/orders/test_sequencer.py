@@ -239,3 +239,18 @@ def test_an_event_is_numbered_once_and_never_changed(market: Market) -> None:
             StreamEvent.objects.filter(pk=event.pk).update(**change)
     event.refresh_from_db()
     assert (event.event_id, event.payload["order"]["orderId"]) == (event_id, "x")
+
+
+def test_wake_ready_starts_the_waking_thread_and_its_wakes_reach_redis() -> None:
+    # A process's warm-up opens what its first commit of events would otherwise open (broker/warmup.py).
+    from orders import sequencer
+
+    client = sequencer._redis()
+    client.delete(sequencer.wake_key())
+
+    sequencer.wake_ready()
+
+    assert any(thread.name == "stream-wake" and thread.is_alive() for thread in threading.enumerate())
+    wake()
+    wait_for(lambda: client.llen(sequencer.wake_key()) == 1, "the wake in Redis")
+    client.delete(sequencer.wake_key())
