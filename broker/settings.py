@@ -190,7 +190,7 @@ CHANNEL_LAYERS = {
 # its own, so every web process counts against the same limits.
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "broker.cache.RedisCache",  # Django's, keeping its redis-py clients
         "LOCATION": _channels_host(REDIS_URL, REDIS_DB_BASE + 4),  # redis-py's URL forms, as channels-redis
         "KEY_PREFIX": "broker",
         # Short: a hung Redis must not hang API requests (the throttle then lets them through).

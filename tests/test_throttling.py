@@ -77,7 +77,7 @@ def test_counts_are_in_redis_where_every_web_process_sees_them(market: Market, s
 
     # then the count is in the Redis database the settings give the cache, read by another connection
     location = settings.CACHES["default"]["LOCATION"]
-    assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert settings.CACHES["default"]["BACKEND"] == "broker.cache.RedisCache"
     other_process = redis.Redis.from_url(location)
     keys = other_process.keys("*throttle:orders:*")
     assert len(keys) == 1
