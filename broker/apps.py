@@ -9,3 +9,6 @@ class BrokerConfig(AppConfig):
         # Connects Celery's failure and success signals: every process that runs tasks records the
         # ones that fail for good (broker/deadletters.py).
         from broker import deadletters  # noqa: F401
+        from broker.sql import psycopg_keep_conversions
+
+        psycopg_keep_conversions()

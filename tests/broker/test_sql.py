@@ -238,3 +238,19 @@ def test_insert_rows_takes_rows_with_their_own_ids_and_refuses_an_unsaved_relati
     with pytest.raises(ValueError, match="unsaved"):
         insert_rows(ChildOrder, [orphan])
     assert ChildOrder.objects.filter(parent=order).count() == 1
+
+
+def test_psycopg_keeps_the_conversion_of_a_long_statement_run_again(market: Market) -> None:
+    # A 40-child INSERT has 600 parameters, past psycopg's own limit (50) for keeping a statement's
+    # conversion; the order flow's statements are written once and run again (broker.sql).
+    from psycopg import _queries
+
+    order = place(quantity=10, price="250.00", timeInForce="Day")
+    insert_rows(ChildOrder, _children(order, 40, first_index=100))
+    before = _queries._query2pg.cache_info()
+
+    insert_rows(ChildOrder, _children(order, 40, first_index=200))
+
+    after = _queries._query2pg.cache_info()
+    assert after.hits == before.hits + 1
+    assert after.misses == before.misses
