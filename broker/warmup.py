@@ -27,6 +27,9 @@ MODULES = (
     "orders.consumers",
     "settlement.services",
     "pools.services",
+    # What the middleware imports on its first response (the messages' storage, the session serializer).
+    "django.contrib.messages.storage.fallback",
+    "django.contrib.sessions.serializers",
 )
 
 
