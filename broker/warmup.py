@@ -71,6 +71,7 @@ def warm_up() -> None:
         from pools import selectors as pool_selectors
 
         pool_selectors.pools_active()
+        pool_selectors.books_ready_load()  # the tickers whose venues all have a book (routing asks)
         from orders import sequencer
 
         sequencer.wake_ready()  # the thread and connection that wake the stream's sequencer after commits
