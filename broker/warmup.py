@@ -34,8 +34,10 @@ MODULES = (
 
 
 def warm_up() -> None:
-    """Import the order flow, resolve the URLs, open the database pool, the shared cache and the Celery
-    broker connection, finalize the Celery app and make this thread's result backend, load the venues.
+    """Import the order flow, resolve the URLs, open the database pool, the caches' and the throttle's
+    Redis connections and the Celery broker connection, finalize the Celery app and make this thread's
+    result backend, load the venues and their books, start the stream's waker, compile and run once the
+    hot queries (broker.sql.rehearse_compiled).
     Never raises: a process that cannot warm up still starts, and pays at its first order.
 
     Run it in the thread that will do the work: Celery's result backend is per thread (a web process
