@@ -82,8 +82,9 @@ def throttle_ready() -> None:
 
 def _throttle_redis(cache: BaseCache) -> Redis | None:
     """One redis-py client on the cache's own connection pool, for the life of the process; None when the
-    throttle cache is not Redis. Django's RedisCache builds a new client for every call, which copies
-    redis-py's table of response callbacks each time: more CPU than the round trip itself."""
+    throttle cache is not Redis. Django's own RedisCache builds a new client for every call, which copies
+    redis-py's table of response callbacks each time: more CPU than the round trip itself (the default
+    cache, broker.cache.RedisCache, keeps its clients; API_THROTTLE_CACHE may name another)."""
     global _redis
     if _redis is None and isinstance(cache, RedisCache):
         _redis = cache._cache.get_client(write=True)
