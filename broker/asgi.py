@@ -63,8 +63,11 @@ class OneHopASGIHandler(ASGIHandler):
     async def warm_up(self) -> None:
         """Warm the process up (broker/warmup.py) in the executors the first requests will get, so what
         is kept per thread (the result backend, the caches) is ready in their threads."""
+        from broker import warmup
         from broker.warmup import warm_up
+        from orders.rehearsal import Part
 
+        warmup.REHEARSAL = Part.PLACE  # a web process is the gateway
         loop = asyncio.get_running_loop()
         for _ in range(self.WARM_EXECUTORS):
             executor = ThreadPoolExecutor(1, thread_name_prefix="request")

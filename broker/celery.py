@@ -37,7 +37,7 @@ def _quiet_housekeeping(logger: logging.Logger, **kwargs: Any) -> None:
 
 
 @signals.worker_init.connect
-def _warm_up_pool_processes(**kwargs: Any) -> None:
+def _warm_up_pool_processes(sender: Any = None, **kwargs: Any) -> None:
     # Each pool process warms up after the fork and before its first task (broker/warmup.py), and
     # after Celery's Django fixup has closed what the fork inherited, the database pool included: its
     # handler is connected when the worker starts (at this same signal, by a receiver connected when
@@ -45,6 +45,29 @@ def _warm_up_pool_processes(**kwargs: Any) -> None:
     # Connected at import instead, the warm-up ran first and the fixup then closed the pool it had
     # opened: the first task opened a new connection, to a Postgres backend that had run nothing yet.
     signals.worker_process_init.connect(_warm_up, weak=False, dispatch_uid="broker.warm_up")
+    # What the pool processes rehearse of the order flow (broker.warmup.REHEARSAL), by the queues this
+    # worker consumes; set before the fork, so every pool process inherits it.
+    from broker import warmup
+
+    warmup.REHEARSAL = rehearsal_part(_consumed_queues(sender))
+
+
+def _consumed_queues(worker: Any) -> set[str]:
+    try:
+        return set(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
+    except AttributeError:  # not a worker we know the shape of: rehearse nothing
+        return set()
+
+
+def rehearsal_part(queues: set[str]) -> int | None:
+    """How far a worker consuming `queues` rehearses the order flow at start (orders.rehearsal.Part)."""
+    from orders.rehearsal import Part
+
+    if "settlement" in queues:
+        return Part.SETTLE
+    if queues & {"orders", "lit", "dark"}:
+        return Part.MATCH
+    return None
 
 
 def _warm_up(**kwargs: Any) -> None:

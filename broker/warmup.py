@@ -33,11 +33,19 @@ MODULES = (
 )
 
 
+# How far this process rehearses the order flow once it is warm (orders.rehearsal.Part), set by its entry
+# point before the warm-up: the web (broker/asgi.py) enters an order, an order worker routes and
+# matches it too, a settlement worker settles it as well (broker/celery.py). None: no rehearsal.
+REHEARSAL: int | None = None
+_rehearsed = False
+
+
 def warm_up() -> None:
     """Import the order flow, resolve the URLs, open the database pool, the caches' and the throttle's
     Redis connections and the Celery broker connection, finalize the Celery app and make this thread's
     result backend, load the venues and their books, start the stream's waker, compile and run once the
-    hot queries (broker.sql.rehearse_compiled).
+    hot queries (broker.sql.rehearse_compiled), and rehearse this process's part of the order flow on a
+    real order that is rolled back (`REHEARSAL`, orders.rehearsal).
     Never raises: a process that cannot warm up still starts, and pays at its first order.
 
     Run it in the thread that will do the work: Celery's result backend is per thread (a web process
@@ -80,6 +88,7 @@ def warm_up() -> None:
         from broker.sql import rehearse_compiled
 
         rehearse_compiled()  # the order flow's hot queries: compiled, and run once on this connection
+        _rehearse()
     except Exception:
         logger.warning("warm-up failed; the first order will pay for it", exc_info=True)
     finally:
@@ -88,6 +97,24 @@ def warm_up() -> None:
         # Back to the pool: this may run in a thread that never serves a request.
         connection.close()
         gc_settle()
+
+
+def _rehearse() -> None:
+    """Once per process: one order through this process's part of the flow, rolled back (orders.rehearsal)."""
+    global _rehearsed
+    if REHEARSAL is None or _rehearsed:
+        return
+    _rehearsed = True
+    from django.conf import settings
+
+    from orders.rehearsal import Part, order_flow_rehearse
+
+    # Until psycopg prepares them (broker/settings.py): a statement run for the threshold's time is
+    # prepared at that run, which cost the process's fifth order ~10 ms more than the others.
+    threshold = settings.DATABASES["default"].get("OPTIONS", {}).get("prepare_threshold")
+    for _ in range((threshold or 0) + 1):
+        if not order_flow_rehearse(Part(REHEARSAL)):
+            return
 
 
 def gc_settle() -> None:

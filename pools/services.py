@@ -101,6 +101,27 @@ def _book_locked(*, pool_id: int, ticker_id: int, wait: bool) -> Book | None:
     return books[0] if books else None
 
 
+# Routing locks the lit books of its ticker that no one holds, to match its children in its own
+# transaction (orders.services.routing): compiled once, like the single book's lock.
+_BOOKS_FREE_LOCKED = CompiledQuery(
+    lambda shape, ticker_id, pool_ids: (
+        Book.objects.select_for_update(of=("self",), no_key=True, skip_locked=True)
+        .select_related("pool", "ticker")
+        .filter(ticker_id=ticker_id, pool_id__any=pool_ids)
+        .order_by("pool_id")
+    ),
+    rehearse=[(None, {"ticker_id": 0, "pool_ids": [0]})],
+)
+
+
+def books_lock_free(*, ticker_id: int, pool_ids: list[int]) -> dict[int, Book]:
+    """Lock, without waiting, the ticker's books on these venues that no other transaction holds; by
+    pool id. The books another transaction holds are skipped: their holder (or the task sent for them)
+    takes whatever waits there. Caller is inside `transaction.atomic` and holds no order row yet (books
+    come first in the global lock order)."""
+    return {book.pool_id: book for book in _BOOKS_FREE_LOCKED.objects(None, ticker_id=ticker_id, pool_ids=pool_ids)}
+
+
 def books_ensure(*, ticker_id: int) -> None:
     """Make sure every active venue has a (liquidity-seeded) book for the ticker.
 

@@ -17,7 +17,9 @@ in a cycle:
       -> venue executions (corrections only)
       -> ledger: postings, accounts (created in key order; otherwise only referenced, never locked)
       -> reservations (by order id)
-Settlement starts at the trade (it locks no order), placement at the customer, matching at its book.
+Settlement starts at the trade (it locks no order), placement at the customer, matching at its book,
+a routing batch at its ticker's lit books that no one holds (skipped, never waited for, when held) and
+then its New orders, so that it can match their children in the same transaction.
 Within one statement that locks several rows (a batch's parents, trades or reservations), they are
 locked in that order by id (ORDER BY ... FOR NO KEY UPDATE).
 

@@ -122,8 +122,36 @@ class Effects:
     # A trade of this trading day (New York) changed: the stored reports from it on are stale.
     reports_from: date | None = None
 
+    # Messages of an earlier change in the same transaction, already rendered (`lead_with`): recorded first.
+    leading: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
     # Whether this change's stream events were written to the outbox (`record`, once).
     _recorded: bool | None = field(default=None, init=False, repr=False)
+
+    def lead_with(self, earlier: Effects) -> None:
+        """Take over `earlier`, a change made before this one in the same transaction that wants nothing
+        but its messages and audit rows: they are recorded ahead of this one's, in the same round trip.
+        Its order messages are rendered now, so they show the orders as that change left them."""
+        others = (earlier.route_tickers, earlier.routes, earlier.books, earlier.matches, earlier.trades,
+                  earlier.settled, earlier.market_data, earlier.settle, earlier.reports_from)  # fmt: skip
+        if any(others):
+            raise ValueError("lead_with takes over messages and audit rows only")
+        self.leading[:0] = earlier.messages()
+        self.audit[:0] = earlier.audit
+        earlier._recorded = False  # nothing of its own left to record
+
+    def messages(self) -> list[tuple[int, dict[str, Any]]]:
+        """This change's stream messages, (customer pk, payload), in the order they are recorded."""
+        from orders.api.serializers import order_output, trade_output
+
+        rows: list[tuple[int, dict[str, Any]]] = list(self.leading)
+        for trade in self.trades:
+            rows.append((trade.customer_id, {"type": "fill", "trade": trade_output(trade)}))
+        for order in self.orders.values():
+            rows.append((order.customer_id, {"type": "order", "order": order_output(order)}))
+        for trade in self.settled:
+            rows.append((trade.customer_id, {"type": "settled", "trade": trade_output(trade)}))
+        return rows
 
     def on_commit(self) -> None:
         """Write the stream's events in the caller's transaction (the last thing it does), then do the
@@ -139,16 +167,9 @@ class Effects:
         publishes them after the commit. Once per Effects."""
         if self._recorded is not None:
             return
-        from orders.api.serializers import order_output, trade_output
         from orders.outbox import events_record
 
-        rows: list[tuple[int, dict[str, Any]]] = []
-        for trade in self.trades:
-            rows.append((trade.customer_id, {"type": "fill", "trade": trade_output(trade)}))
-        for order in self.orders.values():
-            rows.append((order.customer_id, {"type": "order", "order": order_output(order)}))
-        for trade in self.settled:
-            rows.append((trade.customer_id, {"type": "settled", "trade": trade_output(trade)}))
+        rows = self.messages()
         events_record(rows, audit=self.audit)
         self._recorded = bool(rows)
 

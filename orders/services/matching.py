@@ -128,25 +128,38 @@ def book_match(*, pool_id: int, ticker_id: int, wait: bool = True, peek: bool = 
         book = pool_services.book_lock(pool_id=pool_id, ticker_id=ticker_id, wait=wait)
         if book is None:
             return None
-        # Read under the book lock: nothing else may change these children while we hold it. The
-        # halts are read now too, so a halt committed before this batch took the lock stops it.
-        halts = kill_switch.halts_active()
-        halted_customers = [halt.customer_id for halt in halts.active if halt.customer_id is not None]
-        if halts.reason(customer_id=0, ticker_id=ticker_id, pool_id=pool_id):
-            children = _BATCH.objects((_BOOK_HALTED, MATCH_BATCH), pool_id=pool_id, ticker_id=ticker_id)
-        elif halted_customers:
-            children = _BATCH.objects(
-                (_CUSTOMERS_HALTED, MATCH_BATCH), pool_id=pool_id, ticker_id=ticker_id, customer_ids=halted_customers
-            )
-        else:
-            children = _BATCH.objects((None, MATCH_BATCH), pool_id=pool_id, ticker_id=ticker_id)
-        if not children:
-            return 0
         effects = Effects()
-        submit_batch(book=book, children=children, halts=halts, effects=effects, may_reroute=True)
-        if len(children) == MATCH_BATCH:
-            effects.books[(pool_id, ticker_id)] = queue_for(book.pool)  # more may be waiting
-        effects.on_commit()
+        taken = book_match_locked(book, effects=effects)
+        if taken:
+            effects.on_commit()
+    return taken
+
+
+def book_match_locked(book: Book, *, effects: Effects, halts: kill_switch.HaltSnapshot | None = None) -> int:
+    """`book_match` once the book is locked, in the caller's transaction: submit the next batch of
+    children waiting for it (oldest first) and add what they did to `effects`; how many it took.
+
+    `halts` must have been read after the book was locked (`kill_switch.halts_active`): a halt committed
+    before the lock was taken stops the batch. Read here when not given.
+    """
+    pool_id, ticker_id = book.pool_id, book.ticker_id
+    # Read under the book lock: nothing else may change these children while we hold it.
+    if halts is None:
+        halts = kill_switch.halts_active()
+    halted_customers = [halt.customer_id for halt in halts.active if halt.customer_id is not None]
+    if halts.reason(customer_id=0, ticker_id=ticker_id, pool_id=pool_id):
+        children = _BATCH.objects((_BOOK_HALTED, MATCH_BATCH), pool_id=pool_id, ticker_id=ticker_id)
+    elif halted_customers:
+        children = _BATCH.objects(
+            (_CUSTOMERS_HALTED, MATCH_BATCH), pool_id=pool_id, ticker_id=ticker_id, customer_ids=halted_customers
+        )
+    else:
+        children = _BATCH.objects((None, MATCH_BATCH), pool_id=pool_id, ticker_id=ticker_id)
+    if not children:
+        return 0
+    submit_batch(book=book, children=children, halts=halts, effects=effects, may_reroute=True)
+    if len(children) == MATCH_BATCH:
+        effects.books[(pool_id, ticker_id)] = queue_for(book.pool)  # more may be waiting
     return len(children)
 
 

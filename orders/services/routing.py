@@ -26,7 +26,7 @@ from orders.services.effects import ROUTE_PENDING_TTL_SECONDS, Effects, queue_fo
 from orders.services.transitions import transition
 from pools import selectors as pool_selectors
 from pools import services as pool_services
-from pools.models import BookOrder, BookOrderStatus, PoolKind
+from pools.models import Book, BookOrder, BookOrderStatus, PoolKind
 from settlement import services as settlement_services
 
 logger = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ def orders_route(*, order_id: int, ticker_id: int | None = None, match_now: bool
     handled: set[int] = set()
     for _ in range(ROUTE_BATCHES_PER_TASK):
         try:
-            batch, books = _route_batch(ticker_id=ticker_id)
+            batch, books = _route_batch(ticker_id=ticker_id, match_now=match_now)
         except OperationalError:
             raise  # transient: the task is retried, and claims again whatever is still New
         except Exception:
@@ -309,20 +309,32 @@ def _route_singly(*, ticker_id: int, match_now: bool) -> set[int]:
     return set(order_ids)
 
 
-_IMMEDIATE_ONLY, _CUSTOMERS_HALTED = "immediate only", "customers halted"
+_IMMEDIATE_ONLY, _CUSTOMERS_HALTED, _ONE = "immediate only", "customers halted", "one order"
 
 
-def _claim(shape: tuple[str | None, int], *, ticker_id: int, customer_ids: list[int] | None = None) -> QuerySet[Order]:
+def _claim(
+    shape: tuple[str | None, int],
+    *,
+    ticker_id: int,
+    customer_ids: list[int] | None = None,
+    order_id: int | None = None,
+) -> QuerySet[Order]:
     """The next batch of New orders of the ticker no other transaction holds, locked, with their customer
     and ticker. Only orders with something to do now: while a halt covers the ticker (or no lit venue
     is open) only the immediate ones, which are cancelled; a halted customer's other orders stay New,
-    untouched, for the sweeper once the halt is lifted. The shape: (which of those, the batch size)."""
+    untouched, for the sweeper once the halt is lifted. The shape: (which of those, the batch size);
+    `_ONE` claims only `order_id` (the warm-up's rehearsal, orders.rehearsal, which must not hold anyone
+    else's order: a route task skips what another transaction holds)."""
     variant, size = shape
     new = Order.objects.filter(ticker_id=ticker_id, status=OrderStatus.NEW).exclude(time_in_force=TimeInForce.FOK)
     if variant == _IMMEDIATE_ONLY:
         new = new.filter(_immediate())
     elif variant == _CUSTOMERS_HALTED:
         new = new.exclude(Q(customer_id__any=customer_ids) & ~_immediate())
+    elif variant == _ONE:
+        if order_id is None:
+            raise ValueError("the one-order claim needs its order_id")
+        new = new.filter(pk=order_id)
     return (
         new.select_for_update(of=("self",), no_key=True, skip_locked=True)
         .select_related("customer", "ticker")
@@ -334,16 +346,33 @@ def _claim(shape: tuple[str | None, int], *, ticker_id: int, customer_ids: list[
 _CLAIM = CompiledQuery(_claim, rehearse=[((None, ROUTE_BATCH), {"ticker_id": 0})])
 
 
-def _route_batch(*, ticker_id: int) -> tuple[list[int], dict[tuple[int, int], str]]:
+def _route_batch(
+    *, ticker_id: int, match_now: bool = True, only: int | None = None
+) -> tuple[list[int], dict[tuple[int, int], str]]:
     """One transaction of `orders_route`: claim up to ROUTE_BATCH New orders of the ticker and route (or,
-    halted, cancel) each. Returns their ids and the books their children went to."""
+    halted, cancel) each. Returns their ids and the books their children went to that are still to be
+    matched.
+
+    With `match_now`, the ticker's lit books that no other transaction holds are locked first (books
+    before orders in the global lock order; skipped, never waited for, when held) and, unless the batch
+    is full, the children routed to them are matched in this same transaction (`book_match_locked`):
+    one commit, one outbox write and one stream pass for routing and matching instead of two each.
+    The children of a book held elsewhere (or of a dark book) are left to the caller. `only`: claim that
+    one order and no other (orders.rehearsal).
+    """
     halts = kill_switch.halts_cached()
     halted = halts.halted_pool_ids
     lit = venues(PoolKind.LIT, halted=halted)
     halted_customers = [halt.customer_id for halt in halts.active if halt.customer_id is not None]
     books: dict[tuple[int, int], str] = {}
+    ticker_halted = bool(halts.reason(customer_id=0, ticker_id=ticker_id)) or not lit
     with transaction.atomic():
-        if halts.reason(customer_id=0, ticker_id=ticker_id) or not lit:
+        held: dict[int, Book] = {}
+        if match_now and not ticker_halted:
+            held = pool_services.books_lock_free(ticker_id=ticker_id, pool_ids=[venue.pool_id for venue in lit])
+        if only is not None:
+            orders = _CLAIM.objects((_ONE, 1), ticker_id=ticker_id, order_id=only)
+        elif ticker_halted:
             orders = _CLAIM.objects((_IMMEDIATE_ONLY, ROUTE_BATCH), ticker_id=ticker_id)
         elif halted_customers:
             orders = _CLAIM.objects(
@@ -370,8 +399,28 @@ def _route_batch(*, ticker_id: int) -> tuple[list[int], dict[tuple[int, int], st
         for order, _ in routed:
             order.updated_at = now
         update_rows(Order, [order for order, _ in routed], ["status", "updated_at"])
-        Effects(orders={order.pk: order for order, _ in routed}, audit=events).on_commit()
+        effects = Effects(orders={order.pk: order for order, _ in routed}, audit=events)
+        inline = sorted(key for key in books if key[0] in held)
+        if inline and len(orders) < ROUTE_BATCH:
+            from orders.services.matching import book_match_locked
+
+            # The orders' Routed messages go first, as they would from a commit of their own.
+            matched = Effects()
+            matched.lead_with(effects)
+            halts_now = kill_switch.halts_active()  # read under the books' locks, as every match does
+            for key in inline:
+                book_match_locked(held[key[0]], effects=matched, halts=halts_now)
+                del books[key]
+            effects = matched
+        effects.on_commit()
     return [order.pk for order in orders], books
+
+
+def order_route_as_batch(*, order_id: int, ticker_id: int) -> None:
+    """Route this New order, and no other, exactly as the route task's batch would (`_route_batch`: its
+    books locked if free, its children matched in the same transaction). For the warm-up's rehearsal
+    (orders.rehearsal); the route task itself calls `orders_route`."""
+    _route_batch(ticker_id=ticker_id, only=order_id)
 
 
 def _drain(books: dict[tuple[int, int], str]) -> None:

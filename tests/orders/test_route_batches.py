@@ -9,15 +9,18 @@ real Redis broker's queues (no worker runs here), where these tests count it.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from django.core.cache import cache
 from django.db import connection, transaction
+from django.db.models import QuerySet
 
 from orders import kill_switch, services
 from orders.models import ChildOrder, EventKind, HaltScope, Order, OrderEvent, OrderStatus
 from orders.services.effects import ROUTE_PENDING_KEY
 from pools import services as pool_services
+from pools.models import Book
 from tests.conftest import Market, give_shares, make_ticker, place
 from tests.orders.test_sweep import _queued
 
@@ -26,6 +29,25 @@ pytestmark = pytest.mark.django_db
 
 def _route_tasks(order_ids: list[int]) -> int:
     return sum(1 for args in _queued("orders", "orders.route_order") if args[0] in order_ids)
+
+
+def _hold(rows: QuerySet[Any]) -> tuple[threading.Event, threading.Thread]:
+    """Lock `rows` (FOR UPDATE) in another transaction, on a thread of its own, until the event is set."""
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                list(rows.select_for_update())
+                locked.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert locked.wait(30)
+    return release, holder
 
 
 def _status(order: Order) -> str:
@@ -116,20 +138,7 @@ def test_orders_another_transaction_holds_are_skipped_and_the_task_s_own_order_i
 ) -> None:
     # given four New orders of COIN, two of them held (row-locked) by another transaction
     first, held, third, own = (place(price="256.00") for _ in range(4))
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        try:
-            with transaction.atomic():
-                list(Order.objects.select_for_update().filter(pk__in=[held.pk, own.pk]))
-                locked.set()
-                release.wait(30)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert locked.wait(30)
+    release, holder = _hold(Order.objects.filter(pk__in=[held.pk, own.pk]))
 
     # when the first order's task runs, it routes what it can claim without waiting
     services.orders_route(order_id=first.pk, match_now=False)
@@ -246,3 +255,80 @@ def test_the_gateways_task_carries_the_ticker_and_reads_no_order_it_routes(
     ]
     assert blocking == []
     assert ChildOrder.objects.filter(parent=order).count() >= 1
+
+
+def _stream_rows(order: Order) -> list[tuple[str, str | None, str]]:
+    """The order's stream events in insert order: (kind, the order message's status, the inserting
+    transaction's id)."""
+    order_id = str(order.order_id)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT kind, payload->'order'->>'status', xmin::text FROM orders_streamevent"
+            " WHERE payload->'order'->>'orderId' = %s OR payload->'trade'->>'orderId' = %s ORDER BY id",
+            [order_id, order_id],
+        )
+        return [tuple(row) for row in cursor.fetchall()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_children_on_a_free_book_are_matched_in_the_routing_transaction(market: Market) -> None:
+    # given a marketable Buy of COIN accepted at the gateway
+    order = place(type="Market", quantity=100)
+
+    # when the ticker's route task runs
+    services.orders_route(order_id=order.pk, ticker_id=order.ticker_id)
+
+    # then the order is filled, and its Routed message, its fill and its Filled message were written by
+    # one transaction (routing's), after the gateway's: one commit instead of two
+    assert _status(order) == OrderStatus.FILLED
+    rows = _stream_rows(order)
+    assert [(kind, status) for kind, status, _ in rows] == [
+        ("order", OrderStatus.NEW),
+        ("order", OrderStatus.ROUTED),
+        ("fill", None),
+        ("order", OrderStatus.FILLED),
+    ]
+    placed, *routed_and_matched = (xid for _, _, xid in rows)
+    assert len(set(routed_and_matched)) == 1
+    assert placed not in routed_and_matched
+    # and the audit trail reads as it did with two transactions
+    kinds = list(OrderEvent.objects.filter(order=order).order_by("pk").values_list("kind", flat=True))
+    assert kinds.index(EventKind.ROUTED) < kinds.index(EventKind.FILL)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_routing_never_waits_for_a_book_another_transaction_holds(market: Market) -> None:
+    # given a marketable Buy of COIN, and every COIN book held by another transaction (a match running)
+    from tests.orders.test_sweep import _queued
+
+    order = place(type="Market", quantity=100)
+    release, holder = _hold(Book.objects.filter(ticker_id=order.ticker_id))
+    try:
+        # when the route task runs
+        routed: list[int] = []
+
+        def route() -> None:
+            try:
+                routed.append(services.orders_route(order_id=order.pk, ticker_id=order.ticker_id))
+            finally:
+                connection.close()
+
+        task = threading.Thread(target=route)
+        task.start()
+        task.join(10)
+
+        # then it routed the order without waiting for the books, and left its child to the book's task
+        assert not task.is_alive(), "routing waited for a book another transaction holds"
+        assert routed == [1]
+        assert _status(order) == OrderStatus.ROUTED
+        child = ChildOrder.objects.get(parent=order)
+        assert child.submitted_attempt < child.attempt
+        assert [child.pool_id, order.ticker_id] in _queued("lit", "orders.match_book")
+    finally:
+        release.set()
+        holder.join(30)
+
+    # and that task fills it once the book is free
+    assert child.pool_id is not None
+    services.book_match(pool_id=child.pool_id, ticker_id=order.ticker_id)
+    assert _status(order) == OrderStatus.FILLED
