@@ -195,6 +195,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    git_commit()  # the code measured: read now, before the run draws its plot into the tree
     clock = _Clock()
     run_dir = prepare_environment()
     signal.signal(signal.SIGTERM, _on_sigterm)

