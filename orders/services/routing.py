@@ -18,7 +18,7 @@ from django.db import OperationalError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from broker.sql import CompiledQuery, insert_rows, update_rows
+from broker.sql import CompiledQuery, insert_rows, literal_in, update_rows
 from orders import kill_switch
 from orders import routing as router
 from orders.models import ChildOrder, ChildStatus, EventKind, Order, OrderEvent, OrderStatus, OrderType, TimeInForce
@@ -326,7 +326,11 @@ def _claim(
     `_ONE` claims only `order_id` (the warm-up's rehearsal, orders.rehearsal, which must not hold anyone
     else's order: a route task skips what another transaction holds)."""
     variant, size = shape
-    new = Order.objects.filter(ticker_id=ticker_id, status=OrderStatus.NEW).exclude(time_in_force=TimeInForce.FOK)
+    # New as a literal: the partial index `order_new` then serves the prepared statement too
+    # (broker.sql.literal_in); bound, the plan read every order of the ticker through its index.
+    new = Order.objects.filter(literal_in(Order, "status", [OrderStatus.NEW]), ticker_id=ticker_id).exclude(
+        time_in_force=TimeInForce.FOK
+    )
     if variant == _IMMEDIATE_ONLY:
         new = new.filter(_immediate())
     elif variant == _CUSTOMERS_HALTED:
