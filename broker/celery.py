@@ -63,8 +63,6 @@ def rehearsal_part(queues: set[str]) -> int | None:
     """How far a worker consuming `queues` rehearses the order flow at start (orders.rehearsal.Part)."""
     from orders.rehearsal import Part
 
-    if "settlement" in queues:
-        return Part.SETTLE
     if queues & {"orders", "lit", "dark"}:
         return Part.MATCH
     return None

@@ -35,7 +35,7 @@ MODULES = (
 
 # How far this process rehearses the order flow once it is warm (orders.rehearsal.Part), set by its entry
 # point before the warm-up: the web (broker/asgi.py) enters an order, an order worker routes and
-# matches it too, a settlement worker settles it as well (broker/celery.py). None: no rehearsal.
+# matches it too (broker/celery.py). None: no rehearsal.
 REHEARSAL: int | None = None
 _rehearsed = False
 
@@ -105,16 +105,9 @@ def _rehearse() -> None:
     if REHEARSAL is None or _rehearsed:
         return
     _rehearsed = True
-    from django.conf import settings
-
     from orders.rehearsal import Part, order_flow_rehearse
 
-    # Until psycopg prepares them (broker/settings.py): a statement run for the threshold's time is
-    # prepared at that run, which cost the process's fifth order ~10 ms more than the others.
-    threshold = settings.DATABASES["default"].get("OPTIONS", {}).get("prepare_threshold")
-    for _ in range((threshold or 0) + 1):
-        if not order_flow_rehearse(Part(REHEARSAL)):
-            return
+    order_flow_rehearse(Part(REHEARSAL))
 
 
 def gc_settle() -> None:

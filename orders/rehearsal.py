@@ -9,12 +9,18 @@ first POST took 20-25 ms of server time against 9-12 for the next ones, and the 
 match 15-25 ms more than the second's.
 
 So a fresh process enters one order for a real customer and ticker, through the same services the API
-and the workers use, routes and matches it against the ticker's real book and settles its fills, as far
-as its role goes (`Part`), and rolls everything back: nothing of it is ever committed, published or
-sent (after-commit effects of a rolled-back transaction never run). It touches nobody else's work:
-the routing claims only its own order (a route task skips orders another transaction holds and counts
-on their holder), and the books it locks are ones a matcher waits for, never skips for good. What it
-leaves are gaps: the gateway sequence and the book orders' ids it drew (sequences do not roll back).
+and the workers use, and routes and matches it against the ticker's real book, as far as its role goes
+(`Part`), and rolls everything back: nothing of it is ever committed, published or sent (after-commit
+effects of a rolled-back transaction never run). It touches nobody else's work: the routing claims
+only its own order (a route task skips orders another transaction holds and counts on their holder),
+and the books it locks are ones a matcher waits for, never skips for good. What it leaves are gaps: the
+gateway sequence and the book orders' ids it drew (sequences do not roll back).
+
+What it cannot do is leave statements prepared: psycopg forgets (and deallocates) a connection's
+prepared statements at every ROLLBACK, to a savepoint too, so it runs once; each statement is still
+prepared at its fifth run by real orders. Settlement is not rehearsed: settling its own fills in the
+same transaction would create ledger accounts after locking reservations, against the lock order, and
+settlement is not on an order's way to its fill.
 """
 
 from __future__ import annotations
@@ -33,7 +39,6 @@ class Part(IntEnum):
 
     PLACE = 1  # a web process: the gateway
     MATCH = 2  # an order worker: routing and matching
-    SETTLE = 3  # a settlement worker
 
 
 class _Rehearsal(Exception):
@@ -41,7 +46,7 @@ class _Rehearsal(Exception):
 
 
 def order_flow_rehearse(part: Part) -> bool:
-    """Place (and, for workers, route, match and settle) one marketable order of one share, then roll it
+    """Place (and, for order workers, route and match) one marketable order of one share, then roll it
     all back; whether it ran. Nothing to rehearse on (no customer, no ticker whose books are ready and
     whose price is known) is not an error: False."""
     from broker.models import Customer, Ticker
@@ -49,7 +54,6 @@ def order_flow_rehearse(part: Part) -> bool:
     from orders.models import Trade
     from orders.services import order_place
     from orders.services.routing import order_route_as_batch
-    from orders.services.settlement import trades_settle
     from orders.validation import entry_ticker, parse_order_request
     from pools import selectors as pool_selectors
     from pools.liquidity import round_to_tick
@@ -78,11 +82,9 @@ def order_flow_rehearse(part: Part) -> bool:
             order_output(placement.order)
             if part >= Part.MATCH:
                 order_route_as_batch(order_id=placement.order.pk, ticker_id=ticker.pk)
-                trades = list(Trade.objects.filter(order=placement.order).select_related("customer", "ticker", "pool"))
+                trades = Trade.objects.filter(order=placement.order).select_related("customer", "ticker", "pool")
                 for trade in trades:
                     trade_output(trade)
-                if part >= Part.SETTLE:
-                    trades_settle(trade_ids=[trade.pk for trade in trades])
             raise _Rehearsal
     except _Rehearsal:
         return True

@@ -13,6 +13,7 @@ from django.db import connection
 from broker.celery import app as celery_app
 from broker.celery import rehearsal_part
 from orders import rehearsal, services
+from orders.api import serializers
 from orders.models import Order, OrderStatus
 from orders.rehearsal import Part, order_flow_rehearse
 from pools.models import BookOrder
@@ -42,22 +43,21 @@ def test_a_rehearsal_goes_through_every_part_and_leaves_nothing_behind(
     seller = place("000003", direction="Sell", price="256.00", timeInForce="Day")
     services.orders_route(order_id=seller.pk, ticker_id=seller.ticker_id)
     before = _everything()
-    reached: list[str] = []
-    settle = services.settlement.trades_settle
+    traded: list[int] = []
+    render = serializers.trade_output
 
-    def settle_counted(**kwargs: Any) -> int:
-        settled = settle(**kwargs)
-        reached.append(f"settled {settled}")
-        return settled
+    def trade_output_counted(trade: Any) -> dict[str, Any]:
+        traded.append(trade.quantity)
+        return render(trade)
 
-    monkeypatch.setattr(services.settlement, "trades_settle", settle_counted)
+    monkeypatch.setattr(serializers, "trade_output", trade_output_counted)
 
-    # when a settlement worker rehearses (the furthest part: place, route, match, settle)
-    assert order_flow_rehearse(Part.SETTLE)
+    # when an order worker rehearses (the furthest part: place, route, match)
+    assert order_flow_rehearse(Part.MATCH)
 
-    # then its order traded and its trade settled inside the rehearsal, and not a row, a resting order's
-    # quantity or a queued task is different afterwards
-    assert reached == ["settled 1"]
+    # then its one share traded inside the rehearsal (the fill rendered for its stream message, then by
+    # the rehearsal), and not a row, a resting order's quantity or a queued task is different afterwards
+    assert traded and set(traded) == {1}
     assert _everything() == before
 
 
@@ -103,6 +103,6 @@ def test_a_rehearsal_holds_no_one_else_s_order(market: Market, monkeypatch: pyte
 
 def test_each_worker_rehearses_what_it_does() -> None:
     assert rehearsal_part({"orders", "lit", "dark"}) == Part.MATCH
-    assert rehearsal_part({"settlement"}) == Part.SETTLE
+    assert rehearsal_part({"settlement"}) is None
     assert rehearsal_part({"marketdata", "reporting"}) is None
-    assert rehearsal.Part.PLACE < Part.MATCH < Part.SETTLE
+    assert rehearsal.Part.PLACE < Part.MATCH
