@@ -57,7 +57,8 @@ def test_a_rehearsal_goes_through_every_part_and_leaves_nothing_behind(
 
     # then its one share traded inside the rehearsal (the fill rendered for its stream message, then by
     # the rehearsal), and not a row, a resting order's quantity or a queued task is different afterwards
-    assert traded and set(traded) == {1}
+    assert traded
+    assert set(traded) == {1}
     assert _everything() == before
 
 
