@@ -25,13 +25,10 @@ settlement is not on an order's way to its fill.
 
 from __future__ import annotations
 
-import logging
 from decimal import Decimal
 from enum import IntEnum
 
 from django.db import transaction
-
-logger = logging.getLogger(__name__)
 
 
 class Part(IntEnum):
