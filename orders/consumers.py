@@ -95,6 +95,15 @@ class FillsConsumer(AsyncJsonWebsocketConsumer):
         if isinstance(content, dict) and content.get("type") == "ping":
             await self.send_json({"type": "pong"})
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale database connections before every handler, in a thread hop of its own:
+        # on a busy stream that was a hop per live message on the web's event loop. A live message only
+        # reads the table through `_catch_up`, whose database_sync_to_async closes them itself.
+        if message.get("type") == streaming.MESSAGE_TYPE:
+            await self.fills_message(message)
+        else:
+            await super().dispatch(message)
+
     async def fills_message(self, event: dict[str, Any]) -> None:
         # One message carries the group's events of one sequencer pass, in order (orders.streaming).
         async with self.sending:

@@ -140,12 +140,15 @@ def book_match(*, pool_id: int, ticker_id: int, wait: bool = True, peek: bool = 
     return taken
 
 
-def book_match_locked(book: Book, *, effects: Effects, halts: kill_switch.HaltSnapshot | None = None) -> int:
+def book_match_locked(
+    book: Book, *, effects: Effects, halts: kill_switch.HaltSnapshot | None = None, known: Known | None = None
+) -> int:
     """`book_match` once the book is locked, in the caller's transaction: submit the next batch of
     children waiting for it (oldest first) and add what they did to `effects`; how many it took.
 
     `halts` must have been read after the book was locked (`kill_switch.halts_active`): a halt committed
-    before the lock was taken stops the batch. Read here when not given.
+    before the lock was taken stops the batch. Read here when not given. `known`: orders and children the
+    caller's transaction holds and knows exactly (see `Known`), used instead of reading them again.
     """
     pool_id, ticker_id = book.pool_id, book.ticker_id
     # Read under the book lock: nothing else may change these children while we hold it.
@@ -162,7 +165,10 @@ def book_match_locked(book: Book, *, effects: Effects, halts: kill_switch.HaltSn
         children = _BATCH.objects((None, MATCH_BATCH), pool_id=pool_id, ticker_id=ticker_id)
     if not children:
         return 0
-    submit_batch(book=book, children=children, halts=halts, effects=effects, may_reroute=True)
+    if known is not None:
+        # The caller's own objects: the ones its later writes and messages are made from.
+        children = [known.children.get(child.pk, child) for child in children]
+    submit_batch(book=book, children=children, halts=halts, effects=effects, may_reroute=True, known=known)
     if len(children) == MATCH_BATCH:
         effects.books[(pool_id, ticker_id)] = queue_for(book.pool)  # more may be waiting
     return len(children)
@@ -186,10 +192,29 @@ def child_match(*, child_id: int, attempt: int) -> ChildOrder | None:
 
 
 @dataclass
+class Known:
+    """Orders a transaction has locked and routed itself, with every child they have (it created them
+    all: an order has none while New), all as that transaction left them in memory: a route batch that
+    matches its children inline (`orders.services.routing`). The match takes them from here instead of
+    reading them again, and knows from here whether such an order still has a working child. It notes
+    in `written` the orders whose row it wrote (status, fills), which the caller then need not write."""
+
+    orders: dict[int, Order]
+    children: dict[int, ChildOrder]
+    written: set[int] = field(default_factory=set)
+
+    def has_open_children(self, order_id: int) -> bool:
+        return any(
+            child.status not in FINAL_CHILD_STATUSES for child in self.children.values() if child.parent_id == order_id
+        )
+
+
+@dataclass
 class _Batch:
     """The children of one batch and everything their fills touch, keyed by id."""
 
     book: Book
+    known: Known | None = None
     submitted: list[tuple[ChildOrder, pool_services.VenueResult]] = field(default_factory=list)
     halted: list[tuple[ChildOrder, str]] = field(default_factory=list)
     children: dict[int, ChildOrder] = field(default_factory=dict)
@@ -204,6 +229,7 @@ def submit_batch(
     effects: Effects,
     may_reroute: bool,
     session: pool_services.BookSession | None = None,
+    known: Known | None = None,
 ) -> None:
     """Submit `children` (oldest first) to the locked book and book every resulting fill.
 
@@ -219,7 +245,7 @@ def submit_batch(
     dark_midpoint = (
         midpoint(ticker_id=book.ticker_id, halted=halts.halted_pool_ids) if pool.kind == PoolKind.DARK else None
     )
-    batch = _Batch(book=book)
+    batch = _Batch(book=book, known=known)
     for child in children:
         order = child.parent
         reason = halts.reason(customer_id=order.customer_id, ticker_id=order.ticker_id, pool_id=pool.pk)
@@ -246,12 +272,21 @@ def _book_fills(*, batch: _Batch, halts: kill_switch.HaltSnapshot, effects: Effe
     book, pool = batch.book, batch.book.pool
     maker_refs = {ref for _, result in batch.submitted for _, ref in result.fills if ref is not None}
     outside = maker_refs - batch.children.keys()
+    if batch.known is not None:
+        # Never the case today (a child rests only on the book of its one inline match), but a known
+        # child must stay the caller's object.
+        batch.children.update((ref, batch.known.children[ref]) for ref in outside & batch.known.children.keys())
+        outside -= batch.known.children.keys()
     if outside:
         # Resting makers from earlier batches (read under the book lock, which guards them).
         batch.children.update((child.pk, child) for child in _CHILDREN.objects(ids=sorted(outside)))
     parent_ids = sorted({child.parent_id for child in batch.children.values()})
-    # Fresh, locked parents: another book's batch may have filled the same parents since we read them.
-    batch.parents = {parent.pk: parent for parent in _PARENTS_LOCKED.objects(ids=parent_ids)}
+    known = batch.known
+    batch.parents = {} if known is None else {pk: known.orders[pk] for pk in parent_ids if pk in known.orders}
+    unknown = [pk for pk in parent_ids if pk not in batch.parents]
+    if unknown:
+        # Fresh, locked parents: another book's batch may have filled the same parents since we read them.
+        batch.parents.update((parent.pk, parent) for parent in _PARENTS_LOCKED.objects(ids=unknown))
     for child in batch.children.values():
         child.parent = batch.parents[child.parent_id]
 
@@ -330,7 +365,11 @@ def _book_fills(*, batch: _Batch, halts: kill_switch.HaltSnapshot, effects: Effe
         ],
     )  # fmt: skip
     changed_parents = {child.parent_id for child in touched.values()}
-    open_parents = {parent_id for (parent_id,) in _PARENTS_WITH_OPEN_CHILDREN.rows(ids=sorted(changed_parents))}
+    open_parents: set[int] = set()
+    if known is not None:
+        open_parents = {pk for pk in changed_parents if pk in known.orders and known.has_open_children(pk)}
+    if unknown_changed := sorted(pk for pk in changed_parents if known is None or pk not in known.orders):
+        open_parents.update(parent_id for (parent_id,) in _PARENTS_WITH_OPEN_CHILDREN.rows(ids=unknown_changed))
     reservations: dict[int, settlement_services.ReservationChange] = {}
     for parent_id in sorted(changed_parents):
         parent = batch.parents[parent_id]
@@ -355,6 +394,8 @@ def _book_fills(*, batch: _Batch, halts: kill_switch.HaltSnapshot, effects: Effe
         [batch.parents[parent_id] for parent_id in sorted(changed_parents)],
         ["filled_quantity", "filled_notional", "fees", "status", "reject_reason", "updated_at"],
     )
+    if known is not None:
+        known.written.update(changed_parents)
     effects.audit += events
     effects.trades.extend(trades)
     effects.orders.update((parent_id, batch.parents[parent_id]) for parent_id in sorted(changed_parents))

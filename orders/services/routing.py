@@ -397,25 +397,30 @@ def _route_batch(
                 _cancel_unrouted(order, reason=halt or _no_lit_venue_reason(order=order, halts=halts))
                 continue
             routed.append((order, _route_one(order, market=market, events=events)))
-        children_create(routed, events=events)
+        children = children_create(routed, events=events)
         books = _books(routed)
         now = timezone.now()
         for order, _ in routed:
             order.updated_at = now
-        update_rows(Order, [order for order, _ in routed], ["status", "updated_at"])
         effects = Effects(orders={order.pk: order for order, _ in routed}, audit=events)
+        written: set[int] = set()
         inline = sorted(key for key in books if key[0] in held)
         if inline and len(orders) < ROUTE_BATCH:
-            from orders.services.matching import book_match_locked
+            from orders.services.matching import Known, book_match_locked
 
             # The orders' Routed messages go first, as they would from a commit of their own.
             matched = Effects()
             matched.lead_with(effects)
             halts_now = kill_switch.halts_active()  # read under the books' locks, as every match does
+            # The match takes these orders and children as this transaction holds them, instead of
+            # reading them back; it writes the rows of the orders that traded, status included.
+            known = Known(orders={order.pk: order for order, _ in routed}, children={c.pk: c for c in children})
             for key in inline:
-                book_match_locked(held[key[0]], effects=matched, halts=halts_now)
+                book_match_locked(held[key[0]], effects=matched, halts=halts_now, known=known)
                 del books[key]
-            effects = matched
+            effects, written = matched, known.written
+        # Routed, for the orders the match did not write already (one write of the row each).
+        update_rows(Order, [order for order, _ in routed if order.pk not in written], ["status", "updated_at"])
         effects.on_commit()
     return [order.pk for order in orders], books
 

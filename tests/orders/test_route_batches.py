@@ -332,3 +332,46 @@ def test_routing_never_waits_for_a_book_another_transaction_holds(market: Market
     assert child.pool_id is not None
     services.book_match(pool_id=child.pool_id, ticker_id=order.ticker_id)
     assert _status(order) == OrderStatus.FILLED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_inline_match_writes_each_order_once_and_still_sees_its_other_children(market: Market) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    from pools.models import PoolKind
+
+    # given a large marketable Buy of COIN (two children for the dark pools, one for a lit book), and
+    # every dark book held by another transaction
+    order = place(type="Market", quantity=2500)
+    dark = [pool.pk for pool in market["pools"].values() if pool.kind == PoolKind.DARK]
+    # By pool id, not through a join: a join would lock the venues' rows too, and every insert naming
+    # a venue (the children) would wait for them.
+    release, holder = _hold(Book.objects.filter(ticker_id=order.ticker_id, pool_id__in=dark))
+    try:
+        # when the route task runs: its lit child is matched inline, the dark ones wait for their books
+        with CaptureQueriesContext(connection) as queries:
+            services.orders_route(order_id=order.pk, ticker_id=order.ticker_id)
+
+        # then the order is partly filled, not filled: its dark children still work
+        order.refresh_from_db()
+        statuses = sorted(ChildOrder.objects.filter(parent=order).values_list("pool__kind", "status"))
+        assert statuses == [(PoolKind.DARK, "Routed"), (PoolKind.DARK, "Routed"), (PoolKind.LIT, "Filled")]
+        assert (order.status, order.filled_quantity) == (OrderStatus.PARTIALLY_FILLED, 500)
+        # and the routing transaction wrote the order's row once, and read back neither the order it
+        # holds nor which of its children still work
+        sql = [query["sql"] for query in queries.captured_queries]
+        assert sum(1 for text in sql if text.startswith('UPDATE "orders_order"')) == 1, sql
+        claims = [text for text in sql if 'FROM "orders_order"' in text and "FOR NO KEY UPDATE" in text]
+        assert len(claims) == 1, claims
+        assert "SKIP LOCKED" in claims[0], claims
+        assert not any("DISTINCT" in text and 'FROM "orders_childorder"' in text for text in sql), sql
+    finally:
+        release.set()
+        holder.join(30)
+
+    # and once the dark books are free their children fill it
+    for child in ChildOrder.objects.filter(parent=order, pool__kind=PoolKind.DARK):
+        assert child.pool_id is not None
+        services.book_match(pool_id=child.pool_id, ticker_id=order.ticker_id)
+    order.refresh_from_db()
+    assert (order.status, order.filled_quantity) == (OrderStatus.FILLED, 2500)
