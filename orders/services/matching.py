@@ -202,11 +202,15 @@ class Known:
     orders: dict[int, Order]
     children: dict[int, ChildOrder]
     written: set[int] = field(default_factory=set)
+    # The children by parent, built once: a large batch asks for each of its parents, under the book locks.
+    _by_parent: dict[int, list[ChildOrder]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for child in self.children.values():
+            self._by_parent.setdefault(child.parent_id, []).append(child)
 
     def has_open_children(self, order_id: int) -> bool:
-        return any(
-            child.status not in FINAL_CHILD_STATUSES for child in self.children.values() if child.parent_id == order_id
-        )
+        return any(child.status not in FINAL_CHILD_STATUSES for child in self._by_parent.get(order_id, ()))
 
 
 @dataclass
