@@ -141,6 +141,10 @@ class LatencyResult:
     in_flight: list[tuple[float, int]] = field(default_factory=list)
     # CPU seconds the bench process used per second of sending (1.0 = one whole core).
     generator_cpu: float = 0.0
+    # Wall-clock times (epoch seconds, the clock the stack's processes stamp their rows with), by order
+    # id: when its POST started, and when its first fill reached the stream (bench.breakdown).
+    sent_wall: dict[str, float] = field(default_factory=dict)
+    received_wall: dict[str, float] = field(default_factory=dict)
 
     @property
     def unfilled(self) -> int:
@@ -229,6 +233,8 @@ async def _latency_load(
 ) -> LatencyResult:
     sent_at: dict[str, float] = {}
     first_fill: dict[str, float] = {}
+    sent_wall: dict[str, float] = {}
+    received_wall: dict[str, float] = {}
     post_latencies: list[float] = []
     send_lags: list[float] = []
     last_post = 0.0
@@ -268,6 +274,7 @@ async def _latency_load(
                         order_id = str(message["trade"]["orderId"])
                         if order_id not in first_fill:
                             first_fill[order_id] = received
+                            received_wall[order_id] = time.time()
                             if order_id in sent_at:
                                 progress.filled += 1
             except ConnectionClosed as closed:
@@ -285,6 +292,7 @@ async def _latency_load(
         async def send(client: Client, body: dict[str, Any], scheduled: float) -> None:
             nonlocal last_post
             started = time.perf_counter()
+            started_wall = time.time()
             send_lags.append(started - scheduled)
             last_post = max(last_post, started)
             try:
@@ -302,6 +310,7 @@ async def _latency_load(
             post_latencies.append(time.perf_counter() - started)
             order_id = str(response.json()["orderId"])
             sent_at[order_id] = started
+            sent_wall[order_id] = started_wall
             # The fill may well have beaten the 201 here.
             if order_id in first_fill:
                 progress.filled += 1
@@ -356,6 +365,8 @@ async def _latency_load(
         send_lags=send_lags,
         in_flight=in_flight,
         generator_cpu=generator_cpu,
+        sent_wall=sent_wall,
+        received_wall=received_wall,
     )
 
 

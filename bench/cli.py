@@ -377,7 +377,7 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
             group=DIAGNOSTIC,
         )
     )
-    from bench import api_load, hotbook
+    from bench import api_load, breakdown, hotbook
     from broker import services as broker_services
     from broker.models import Customer, Ticker
 
@@ -454,6 +454,7 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
     _phase(report, clock, "restart after API load", lambda: reset("the API load"))
 
     def latency(rate: float, seconds: float, prefix: str) -> None:
+        cpu_before = breakdown.cpu_seconds(stack.children, stack.run_dir)
         with PeakConnections(info) as connections:
             result = api_load.post_to_fill(
                 base_url=stack.base_url,
@@ -494,6 +495,13 @@ def _run_phases(options: argparse.Namespace, stack: Stack, report: Report, clock
             f"{result.achieved_rate:.1f}/s for {seconds:g} s, {result.accepted:,} accepted (201), "
             f"{len(result.latencies):,} filled within 5 s; errors: {errors}; {connections.describe()}"
             f"{'; fill stream ' + result.stream_closed if result.stream_closed else ''}."
+        )
+        # Where the time and the CPU went (bench.breakdown): read after the run, the stack still up.
+        cpu_after = breakdown.cpu_seconds(stack.children, stack.run_dir)
+        times = breakdown.order_times(sent=result.sent_wall, received=result.received_wall)
+        report.note(
+            f"{prefix or 'Latency run: '}{breakdown.describe_stages(times)}; "
+            f"{breakdown.describe_cpu(cpu_before, cpu_after, result.sent)}."
         )
 
     # A light-load run first, as a reference: the pipeline's own latency with nothing queued, which
