@@ -22,7 +22,7 @@ from django.db import connection
 from django.db.models import Count, Max, Min, QuerySet, Sum
 
 from broker.cache import shared_cache
-from broker.sql import CompiledQuery
+from broker.sql import CompiledQuery, literal_in
 from pools import engine
 from pools.models import Book, BookOrder, BookOrderStatus, Pool, PoolKind
 
@@ -173,11 +173,13 @@ def _lit_depth(
 ) -> QuerySet[BookOrder, Any]:
     side, limited = shape
     contra = engine.Side.SELL if side == engine.Side.BUY else engine.Side.BUY
+    # Open as a literal (broker.sql.literal_in), for the partial index `bookorder_open_by_book` (see
+    # pools.services._RESTING).
     queryset = BookOrder.objects.filter(
+        literal_in(BookOrder, "status", [BookOrderStatus.OPEN]),
         book__ticker_id=ticker_id,
         book__pool__kind=PoolKind.LIT,
         book__pool__active=True,
-        status=BookOrderStatus.OPEN,
         side=contra,
     ).exclude(book__pool_id__any=excluded)
     if limited:

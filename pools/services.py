@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from broker.sql import CompiledQuery, insert_rows, update_rows
+from broker.sql import CompiledQuery, insert_rows, literal_in, update_rows
 from pools import engine, liquidity
 from pools import selectors as pool_selectors
 from pools.models import (
@@ -169,9 +169,12 @@ _book_order_ids = _BookOrderIds()
 
 
 # Every session loads its book's resting orders: compiled once per process (broker.sql.CompiledQuery).
+# Open as a literal (broker.sql.literal_in): the partial index `bookorder_open_by_book` then serves the
+# prepared statement's generic plan too; bound, the plan read every order the book ever had through its
+# foreign-key index (132 rows an order after 20 s at 100 orders/s, and growing all day).
 _RESTING = CompiledQuery(
     lambda shape, book_id: BookOrder.objects.filter(
-        book_id=book_id, status=BookOrderStatus.OPEN, price__isnull=False
+        literal_in(BookOrder, "status", [BookOrderStatus.OPEN]), book_id=book_id, price__isnull=False
     ).values_list("id", "side", "price", "remaining", "sequence", "owner", "client_ref"),
     rehearse=[(None, {"book_id": 0})],
 )
@@ -464,9 +467,9 @@ def _non_crossing(
 
 def _load(book: Book) -> engine.LitBook | engine.DarkBook:
     # Only limit orders ever rest, so an open order always has a price.
-    rows = BookOrder.objects.filter(book=book, status=BookOrderStatus.OPEN, price__isnull=False).values_list(
-        "id", "side", "price", "remaining", "sequence"
-    )
+    rows = BookOrder.objects.filter(
+        literal_in(BookOrder, "status", [BookOrderStatus.OPEN]), book=book, price__isnull=False
+    ).values_list("id", "side", "price", "remaining", "sequence")
     resting = (
         engine.RestingOrder(
             order_id=pk,

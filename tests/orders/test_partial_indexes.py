@@ -68,3 +68,29 @@ def test_the_match_batch_reads_the_waiting_children_index(market: Market, generi
         return batch.objects((None, matching.MATCH_BATCH), pool_id=child_pool, ticker_id=order.ticker_id)
 
     assert _scans_during("child_waiting", read) == 3
+
+
+def test_a_book_session_loads_its_resting_orders_through_the_open_orders_index(
+    market: Market, generic_plans: None
+) -> None:
+    from pools import services as pool_services
+    from pools.models import Book
+
+    book = Book.objects.filter(ticker=market["ticker"]).first()
+    assert book is not None
+    resting = pool_services._RESTING
+    assert _scans_during("bookorder_open_by_book", lambda: resting.rows(book_id=book.pk)) == 3
+
+
+def test_the_lit_depth_reads_each_book_s_open_orders_through_their_index(market: Market, generic_plans: None) -> None:
+    from pools import selectors as pool_selectors
+
+    ticker_id = market["ticker"].pk
+
+    def read() -> Any:
+        return pool_selectors.lit_depth(ticker_id=ticker_id, side="Buy", limit=None)
+
+    # one scan per lit book of the ticker at most, through the partial index, never the foreign key's
+    before = _scans("pools_bookorder_book_id_6c2c8aac")
+    assert _scans_during("bookorder_open_by_book", read) >= 3
+    assert _scans("pools_bookorder_book_id_6c2c8aac") == before
