@@ -171,6 +171,11 @@ class ChildOrder(models.Model):
     """A slice of a parent order (at most MAX_CHILD_QUANTITY) routed to one venue at a time."""
 
     parent = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="children")
+    # The parent's ticker, copied when the child is created (an order's ticker never changes): a match
+    # batch finds its book's waiting children by venue and ticker without joining their orders, which a
+    # prepared statement's plan on a young table did through the orders' ticker index, reading every
+    # order of the ticker per batch (127 index rows an order after 20 s at 100 orders/s).
+    ticker = models.ForeignKey(Ticker, on_delete=models.PROTECT, related_name="+", db_index=False)
     index = models.PositiveSmallIntegerField(help_text="1-based position within the parent.")
     quantity = models.PositiveIntegerField()
     filled_quantity = models.PositiveIntegerField(default=0)

@@ -59,7 +59,7 @@ def _waiting(*, pool_id: int, ticker_id: int) -> QuerySet[ChildOrder]:
     return ChildOrder.objects.filter(
         literal_in(ChildOrder, "status", WAITING_STATUSES),
         pool_id=pool_id,
-        parent__ticker_id=ticker_id,
+        ticker_id=ticker_id,  # the child's own copy: no join to the orders to find them
         attempt__gt=F("submitted_attempt"),
     )
 

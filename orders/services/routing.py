@@ -450,6 +450,7 @@ def children_create(
         [
             ChildOrder(
                 parent=order,
+                ticker_id=order.ticker_id,
                 index=index,
                 quantity=plan.quantity,
                 status=ChildStatus.ROUTED,

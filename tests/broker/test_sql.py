@@ -186,6 +186,7 @@ def _children(order: Order, count: int, first_index: int = 100) -> list[ChildOrd
     return [
         ChildOrder(
             parent=order,
+            ticker_id=order.ticker_id,
             index=first_index + n,
             quantity=7 + n,
             status=ChildStatus.ROUTED,

@@ -94,3 +94,25 @@ def test_the_lit_depth_reads_each_book_s_open_orders_through_their_index(market:
     before = _scans("pools_bookorder_book_id_6c2c8aac")
     assert _scans_during("bookorder_open_by_book", read) >= 3
     assert _scans("pools_bookorder_book_id_6c2c8aac") == before
+
+
+def test_the_match_batch_finds_waiting_children_without_walking_the_ticker_s_orders(
+    market: Market, generic_plans: None
+) -> None:
+    # given a ticker with many orders of the day, one of them waiting at a venue
+    for _ in range(5):
+        routing.orders_route(order_id=place(price="250.00").pk, match_now=False)
+    order = place(price="250.00")
+    routing.orders_route(order_id=order.pk, ticker_id=order.ticker_id, match_now=False)
+    child = order.children.get()
+    assert child.ticker_id == order.ticker_id
+    batch = matching._BATCH
+
+    def read() -> Any:
+        return batch.objects((None, matching.MATCH_BATCH), pool_id=child.pool_id, ticker_id=order.ticker_id)
+
+    # when the book's batch reads its waiting children, then it goes through the waiting children's index
+    # and never through the index of every order of the ticker
+    before = _scans("orders_order_ticker_id_e8622370")
+    assert _scans_during("child_waiting", read) == 3
+    assert _scans("orders_order_ticker_id_e8622370") == before
