@@ -28,20 +28,11 @@ class AccountKind(models.TextChoices):
     CLIENT_FUNDING = "ClientFunding", "Client funding (house counterpart of deposits)"
 
 
-# The accounts that keep a running balance (`Account.balance`).
-CUSTOMER_ACCOUNT_KINDS = (AccountKind.CUSTOMER_CASH, AccountKind.CUSTOMER_SECURITIES)
-
-
 class Account(models.Model):
     kind = models.CharField(max_length=20, choices=AccountKind.choices)
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, null=True, blank=True, related_name="accounts")
     pool = models.ForeignKey(Pool, on_delete=models.PROTECT, null=True, blank=True, related_name="accounts")
     asset = models.CharField(max_length=12, help_text='"USD" for cash, else the ticker symbol.')
-    # A customer account's running balance, the sum of its entries, kept by the database in the statement
-    # that inserts them (trigger, migration 0008): every order placement checks it, and summing the
-    # account's whole history there grew with every trade. Null for the house's accounts (every trade
-    # posts to them: a running balance would be one row all settlements wait on; they are summed when read).
-    balance = models.DecimalField(max_digits=24, decimal_places=6, null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["kind", "customer_id", "pool_id", "asset"]
@@ -56,13 +47,6 @@ class Account(models.Model):
                     | models.Q(kind__in=["FeeIncome", "ClientFunding"], customer__isnull=True, pool__isnull=True)
                 ),
                 name="account_owner_matches_kind",
-            ),
-            models.CheckConstraint(
-                condition=(
-                    models.Q(kind__in=["CustomerCash", "CustomerSecurities"], balance__isnull=False)
-                    | (~models.Q(kind__in=["CustomerCash", "CustomerSecurities"]) & models.Q(balance__isnull=True))
-                ),
-                name="account_balance_kept_for_customers",
             ),
         ]
 

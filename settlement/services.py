@@ -6,11 +6,9 @@ unbalanced posting at commit and a second posting of the same trade leg at inser
 
 Locks: these functions run inside the caller's transaction, late in the global lock order documented
 in orders/services.py (customer -> books -> orders -> children -> trades -> executions -> ledger ->
-reservations). Ledger rows are only inserted; the first time, their accounts are created in one sorted
-batch, so two first postings cannot wait for each other's new accounts. Each inserting statement then
-locks the customer accounts it posts to, in id order, while the ledger's trigger adds the entries to
-their running balances (`Account.balance`, migration 0008); the house's accounts are only referenced
-(FOR KEY SHARE through the foreign key). Reservations are updated with plain UPDATEs (FOR NO KEY UPDATE on
+reservations). Ledger rows are only inserted; accounts are never locked, only referenced (FOR KEY SHARE
+through the foreign key) and, the first time, created in one sorted batch, so two first postings cannot
+wait for each other's new accounts. Reservations are updated with plain UPDATEs (FOR NO KEY UPDATE on
 the row), after the ledger and, when there are several, by order id.
 """
 
@@ -27,16 +25,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 
 from broker.models import Customer
-from settlement.models import (
-    CASH_ASSET,
-    CUSTOMER_ACCOUNT_KINDS,
-    Account,
-    AccountKind,
-    LedgerEntry,
-    Leg,
-    Posting,
-    PostingPurpose,
-)
+from settlement.models import CASH_ASSET, Account, AccountKind, LedgerEntry, Leg, Posting, PostingPurpose
 
 CENT = Decimal("0.01")
 
@@ -61,14 +50,7 @@ def _accounts(keys: Iterable[AccountKey]) -> dict[AccountKey, Account]:
         # set's order is not stable across worker processes: string hashing is salted per process.)
         Account.objects.bulk_create(
             [
-                Account(
-                    kind=kind,
-                    customer_id=customer,
-                    pool_id=pool,
-                    asset=asset,
-                    # A customer's account starts at zero and the ledger's trigger keeps it; the house's keep none.
-                    balance=Decimal(0) if kind in CUSTOMER_ACCOUNT_KINDS else None,
-                )
+                Account(kind=kind, customer_id=customer, pool_id=pool, asset=asset)
                 for kind, customer, pool, asset in sorted(missing, key=_account_sort_key)
             ],
             ignore_conflicts=True,
@@ -411,14 +393,13 @@ def trade_cost(*, direction: str, quantity: int, price: Decimal, fee: Decimal) -
 
 
 def _available_sql(*, customer_id: int, asset: str) -> tuple[str, list[Any]]:
-    """SQL of the customer's available `asset`: its ledger balance (the account's running balance, which
-    the ledger's trigger keeps equal to the sum of its entries) less what its reservations hold."""
+    """SQL of the customer's available `asset`: its ledger balance less what its reservations hold."""
     from settlement.models import Reservation
 
     kind = AccountKind.CUSTOMER_CASH if asset == CASH_ASSET else AccountKind.CUSTOMER_SECURITIES
-    account, reservation = (model._meta.db_table for model in (Account, Reservation))
+    entry, account, reservation = (model._meta.db_table for model in (LedgerEntry, Account, Reservation))
     sql = f"""
-        (SELECT COALESCE(SUM(a.balance), 0) FROM {account} a
+        (SELECT COALESCE(SUM(e.amount), 0) FROM {entry} e JOIN {account} a ON a.id = e.account_id
           WHERE a.kind = %s AND a.customer_id = %s AND a.asset = %s)
         - (SELECT COALESCE(SUM(r.per_unit * r.open_units + r.pending), 0) FROM {reservation} r
           WHERE r.customer_id = %s AND r.asset = %s AND (r.open_units > 0 OR NOT (r.pending = 0)))

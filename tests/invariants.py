@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from decimal import ROUND_HALF_UP, Decimal
 
-from django.db import connection
 from django.db.models import Max, Min, Q, Sum
 
 from broker.models import Customer
@@ -106,23 +105,10 @@ def book_violations() -> list[str]:
     return problems
 
 
-def account_balance_violations() -> list[str]:
-    """Each customer account's running balance (kept by the ledger's trigger) is the sum of its entries."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT a.id, a.balance, COALESCE(SUM(e.amount), 0) FROM settlement_account a"
-            " LEFT JOIN settlement_ledgerentry e ON e.account_id = a.id"
-            " WHERE a.kind IN ('CustomerCash', 'CustomerSecurities') GROUP BY a.id"
-            " HAVING a.balance IS DISTINCT FROM COALESCE(SUM(e.amount), 0)"
-        )
-        return [f"account {pk}: balance {kept}, entries sum to {total}" for pk, kept, total in cursor.fetchall()]
-
-
 def ledger_violations() -> list[str]:
     """Double entry sums to zero per asset; each settled trade is posted exactly once; every customer's
     cash is initial funds minus buys plus sells minus fees; holdings equal the settled trades."""
     problems = [f"ledger: asset {asset} sums to {total}" for asset, total in asset_totals().items() if total != 0]
-    problems += account_balance_violations()
     settled = Trade.objects.filter(settlement_date__isnull=False, busted=False)
     posted: Counter[int] = Counter(
         ref
