@@ -9,6 +9,7 @@ import pytest
 from bench import breakdown
 from bench.breakdown import OrderTimes
 from orders import services
+from orders.models import StreamEvent
 from tests.conftest import Market, place
 
 
@@ -41,16 +42,23 @@ def test_cpu_per_order_is_each_process_s_seconds_over_the_orders_sent() -> None:
 
 @pytest.mark.django_db
 def test_an_order_s_moments_come_from_its_own_rows(market: Market) -> None:
-    # given a marketable order placed and then routed and filled (inline) a little later
+    # given a marketable order placed, then routed and filled (inline)
     sent = time.time()
     order = place(type="Market", quantity=100)
-    time.sleep(0.02)
     services.orders_route(order_id=order.pk, ticker_id=order.ticker_id)
     received = time.time()
 
-    # when its moments are read, then they come in the flow's order, from its order, child and fill rows
+    # when its moments are read, then they are its order's, first child's and first fill event's stamps
     (moments,) = breakdown.order_times(sent={str(order.order_id): sent}, received={str(order.order_id): received})
-    assert moments.sent <= moments.accepted < moments.routed <= moments.traded <= moments.received
-    assert moments.routed - moments.accepted >= 0.02
+    order.refresh_from_db()
+    child = order.children.order_by("created_at").first()
+    fill = StreamEvent.objects.filter(kind="fill").order_by("created_at").first()
+    assert child is not None
+    assert fill is not None
+    assert fill.payload["trade"]["orderId"] == str(order.order_id)
+    assert (moments.sent, moments.received) == (sent, received)
+    assert moments.accepted == pytest.approx(order.created_at.timestamp(), abs=1e-6)
+    assert moments.routed == pytest.approx(child.created_at.timestamp(), abs=1e-6)
+    assert moments.traded == pytest.approx(fill.created_at.timestamp(), abs=1e-6)
     # and an order sent but never filled has none
     assert breakdown.order_times(sent={str(order.order_id): sent}, received={}) == []
