@@ -11,9 +11,10 @@ import logging
 from typing import Any
 
 from celery import shared_task
-from django.db import OperationalError
+from django.db import DatabaseError, OperationalError
 
 from orders import services
+from settlement import services as settlement_services
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +69,18 @@ def sweep() -> dict[str, int]:
     # Every 5 s (beat). Both halves claim what they re-send, so overlapping sweeps never double it.
     from orders import bulk
 
-    return {**services.orders_sweep(), **bulk.bulk_batches_sweep()}
+    swept = {**services.orders_sweep(), **bulk.bulk_batches_sweep()}
+    _ledger_fold()  # what staff posted by hand, and anything settled while no settlement ran after it
+    return swept
 
 
 @shared_task(name="orders.settle_trades", **{**FLOW, "time_limit": 120, "soft_time_limit": 110})
 def settle_trades(trade_ids: list[int]) -> int:
     # Settles these trades if due (on the `settlement` queue). The order flow itself now asks for
     # `settle_pending`; this stays for messages already queued and for operators.
-    return services.trades_settle(trade_ids=trade_ids)
+    settled = services.trades_settle(trade_ids=trade_ids)
+    _ledger_fold()
+    return settled
 
 
 @shared_task(name="orders.settle_pending", **{**FLOW, "time_limit": 120, "soft_time_limit": 110})
@@ -94,12 +99,25 @@ def settle_pending() -> int:
     while settled == SETTLE_BATCH:
         settled = services.trades_settle_pending()
         total += settled
+    _ledger_fold()
     return total
 
 
 @shared_task(name="orders.settle_due", acks_late=True, time_limit=300, soft_time_limit=290)
 def settle_due() -> int:
-    return services.trades_settle_due()
+    settled = services.trades_settle_due()
+    _ledger_fold()
+    return settled
+
+
+def _ledger_fold() -> None:
+    # After the ledger's writes, in a transaction of its own: fold what can no longer change into the
+    # accounts' balances, so that buying power reads a few rows, not the day's history. The settlement
+    # has committed already; a fold that fails is only late (the next one does its work).
+    try:
+        settlement_services.ledger_fold()
+    except DatabaseError:
+        logger.warning("ledger fold failed; the next settlement or sweep folds instead", exc_info=True)
 
 
 @shared_task(

@@ -53,6 +53,7 @@ class BreakKind(models.TextChoices):
     LEDGER_UNBALANCED = "ledger_unbalanced", "Ledger does not sum to zero"
     CUSTOMER_CASH_MISMATCH = "customer_cash_mismatch", "Customer cash ≠ funds and settled trades"
     HOLDING_MISMATCH = "holding_mismatch", "Holding ≠ transfers and settled trades"
+    FOLDED_BALANCE_MISMATCH = "folded_balance_mismatch", "Account folded balance ≠ its entries"
 
 
 class BreakStatus(models.TextChoices):

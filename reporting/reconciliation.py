@@ -8,10 +8,10 @@ loop over trades, so a run stays in seconds for 10^5 trades.
 
 One break per discrepancy: each check names the records that disagree once (one break per order,
 per missing execution, per execution whose broker trades differ, per pool whose totals differ after
-those, per unbalanced asset, per customer, per holding). Checks compare different pairs of records,
-so one bad row can rightly fail two of them: a tampered *customer* cash entry both unbalances the
-ledger and breaks that customer's cash; a tampered house entry (fee income, venue clearing) only
-unbalances the ledger.
+those, per unbalanced asset, per customer, per holding, per account whose folded balance is not its
+entries). Checks compare different pairs of records, so one bad row can rightly fail two of them: a
+tampered *customer* cash entry both unbalances the ledger and breaks that customer's cash; a tampered
+house entry (fee income, venue clearing) only unbalances the ledger.
 
 Corrections (`orders.services.trade_correct`) are part of the story: a busted trade and its busted
 execution count for nothing, an amended one at its current version.
@@ -49,7 +49,7 @@ from reporting.models import (
     ReconciliationRun,
     RunStatus,
 )
-from settlement.models import AccountKind, LedgerEntry, Posting, PostingPurpose
+from settlement.models import Account, AccountKind, LedgerEntry, Posting, PostingPurpose
 from settlement.selectors import asset_totals
 
 logger = logging.getLogger(__name__)
@@ -447,12 +447,47 @@ def check_holdings() -> list[Found]:
     return found
 
 
+# --- (f) the accounts' folded balances against their entries --------------------------------------
+
+
+def check_folded_balances() -> list[Found]:
+    """Every account's `folded_balance` is the sum of its entries up to `folded_upto`: buying power is
+    read from it (settlement.services.ledger_fold), so a fold that went wrong must show here."""
+    account, entry = Account._meta.db_table, LedgerEntry._meta.db_table
+    rows = _rows(
+        f"""
+        SELECT a.id, a.kind, a.customer_id, a.pool_id, a.asset, a.folded_upto, a.folded_balance,
+               COALESCE(SUM(e.amount), 0)
+        FROM {account} a LEFT JOIN {entry} e ON e.account_id = a.id AND e.id <= a.folded_upto
+        GROUP BY a.id HAVING a.folded_balance <> COALESCE(SUM(e.amount), 0)
+        ORDER BY a.id
+        """  # noqa: S608  (only the tables' own names go into the text)
+    )
+    return [
+        Found(
+            kind=BreakKind.FOLDED_BALANCE_MISMATCH,
+            records={
+                "account": account_id,
+                "kind": kind,
+                "customer": customer,
+                "pool": pool,
+                "asset": asset,
+                "foldedUpto": upto,
+            },
+            expected=f"{asset} entries up to entry {upto} sum to {_amount(entries)}",
+            actual=f"folded balance {_amount(folded)}",
+        )
+        for account_id, kind, customer, pool, asset, upto, folded, entries in rows
+    ]
+
+
 CHECKS: tuple[Callable[[], list[Found]], ...] = (
     check_order_fills,
     check_executions,
     check_ledger_balanced,
     check_customer_cash,
     check_holdings,
+    check_folded_balances,
 )
 
 

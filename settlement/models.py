@@ -4,6 +4,11 @@ Every movement of cash (asset "USD") or shares (asset = ticker symbol) is a `Pos
 `LedgerEntry` rows: per posting and asset the amounts sum to zero. Balances, holdings and buying
 power are sums over entries; nothing is ever updated or deleted (database triggers refuse it).
 
+Buying power is read on every order, so it must not sum an account's whole history: each `Account`
+carries the sum of its entries up to an id (`folded_balance`, `folded_upto`), kept by
+`settlement.services.ledger_fold` once those entries can no longer change, and a balance is that plus
+the few entries after it.
+
 The ledger refers to a broker trade only by its id (`trade_ref`): settlement sits below orders and
 never imports them.
 """
@@ -33,6 +38,11 @@ class Account(models.Model):
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, null=True, blank=True, related_name="accounts")
     pool = models.ForeignKey(Pool, on_delete=models.PROTECT, null=True, blank=True, related_name="accounts")
     asset = models.CharField(max_length=12, help_text='"USD" for cash, else the ticker symbol.')
+    # The sum of this account's entries with id <= folded_upto (settlement.services.ledger_fold): its
+    # balance is this plus its entries after folded_upto. Both change together, in one row, so a reader
+    # never sees one without the other.
+    folded_balance = models.DecimalField(max_digits=24, decimal_places=6, default=0, editable=False)
+    folded_upto = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["kind", "customer_id", "pool_id", "asset"]
@@ -156,6 +166,28 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.leg} {self.amount} {self.asset} -> {self.account_id}"
+
+
+class LedgerFold(models.Model):
+    """Where `ledger_fold` stands: one row (id 1).
+
+    `upto`: every entry with id <= upto is in its account's `folded_balance`. `next_upto`, `next_xid`:
+    the next fold's candidate, noted at an earlier pass: the newest entry id then, and the first
+    transaction id not yet started then. It is folded once every transaction below `next_xid` has
+    ended (then no entry up to `next_upto` can still appear: see `ledger_fold`).
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    upto = models.BigIntegerField(default=0)
+    next_upto = models.BigIntegerField(null=True)
+    next_xid = models.BigIntegerField(null=True)
+    folded_at = models.DateTimeField(null=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="ledger_fold_single_row")]
+
+    def __str__(self) -> str:
+        return f"ledger folded up to entry {self.upto}"
 
 
 class Reservation(models.Model):

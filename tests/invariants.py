@@ -14,6 +14,7 @@ from django.db.models import Max, Min, Q, Sum
 from broker.models import Customer
 from orders.models import FINAL_CHILD_STATUSES, FINAL_ORDER_STATUSES, ChildOrder, ChildStatus, Order, OrderStatus, Trade
 from pools.models import BookOrder, BookOrderStatus, Execution, PoolKind
+from reporting.reconciliation import check_folded_balances
 from settlement.models import AccountKind, LedgerEntry, Posting, PostingPurpose
 from settlement.selectors import asset_totals, cash_balance, holdings
 
@@ -153,6 +154,10 @@ def ledger_violations() -> list[str]:
             problems.append(f"customer {customer.customer_id}: short or overdrawn: {held}")
         if held != {symbol: quantity for symbol, quantity in shares.items() if quantity}:
             problems.append(f"customer {customer.customer_id}: holdings {held} != settled trades {dict(shares)}")
+    # The running sums buying power reads (settlement.services.ledger_fold) agree with the entries.
+    problems.extend(
+        f"account {found.records['account']}: {found.actual}, {found.expected}" for found in check_folded_balances()
+    )
     return problems
 
 

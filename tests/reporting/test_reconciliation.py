@@ -128,11 +128,11 @@ def test_clean_run_records_zero_breaks_and_says_so(books: dict[str, Order]) -> N
     # when reconciliation runs
     run = reconciliation_run(triggered_by="test")
 
-    # then it recorded a clean run of all five checks and no break
+    # then it recorded a clean run of all six checks and no break
     run.refresh_from_db()
     assert run.status == RunStatus.CLEAN
-    assert (run.checks_run, run.breaks_found) == (5, 0)
-    assert run.summary == "5 checks, 0 breaks: books reconcile"
+    assert (run.checks_run, run.breaks_found) == (6, 0)
+    assert run.summary == "6 checks, 0 breaks: books reconcile"
     assert run.triggered_by == "test"
     assert run.finished_at is not None
     assert run.finished_at >= run.started_at
@@ -141,8 +141,8 @@ def test_clean_run_records_zero_breaks_and_says_so(books: dict[str, Order]) -> N
 
 def test_a_run_costs_a_fixed_number_of_queries(books: dict[str, Order], django_assert_max_num_queries: object) -> None:
     # every check is a few GROUP BY queries over all rows, never a query per order, trade or customer:
-    # 13 for the checks, the run's insert and update, and two savepoints' SAVEPOINT and RELEASE
-    with django_assert_max_num_queries(19):  # type: ignore[operator]
+    # 14 for the checks, the run's insert and update, and two savepoints' SAVEPOINT and RELEASE
+    with django_assert_max_num_queries(20):  # type: ignore[operator]
         run = reconciliation_run(triggered_by="test")
     assert run.status == RunStatus.CLEAN
 
@@ -171,7 +171,7 @@ def test_corrected_trades_still_reconcile(books: dict[str, Order]) -> None:
 
     # when reconciliation runs, then reversals, new versions and busts all reconcile
     run = reconciliation_run(triggered_by="test")
-    assert run.summary == "5 checks, 0 breaks: books reconcile"
+    assert run.summary == "6 checks, 0 breaks: books reconcile"
 
 
 def test_trade_busted_at_the_broker_but_not_at_the_venue(books: dict[str, Order]) -> None:
@@ -215,7 +215,7 @@ def test_order_whose_filled_quantity_is_not_its_trades(books: dict[str, Order]) 
     assert item.actual == "filled quantity 7"
     assert item.status == BreakStatus.OPEN
     assert run.status == RunStatus.BREAKS
-    assert run.summary == "5 checks, 1 break: 1 order_fill_mismatch"
+    assert run.summary == "6 checks, 1 break: 1 order_fill_mismatch"
 
 
 def test_trade_whose_venue_execution_is_missing(books: dict[str, Order]) -> None:
@@ -369,7 +369,7 @@ def test_tampered_ledger_entry_and_lost_execution_are_exactly_two_breaks(books: 
     # then it reports exactly those two breaks
     assert run.status == RunStatus.BREAKS
     assert run.breaks_found == 2
-    assert run.summary == "5 checks, 2 breaks: 1 ledger_unbalanced, 1 trade_without_execution"
+    assert run.summary == "6 checks, 2 breaks: 1 ledger_unbalanced, 1 trade_without_execution"
     kinds = {item.kind: item for item in run.breaks.all()}
     assert set(kinds) == {BreakKind.LEDGER_UNBALANCED, BreakKind.TRADE_WITHOUT_EXECUTION}
     assert kinds[BreakKind.LEDGER_UNBALANCED].records["postings"] == [{"posting": entry.posting_id, "sum": "-0.50"}]
@@ -455,7 +455,7 @@ def test_resolution_and_comment_text_are_required(open_break: Break) -> None:
 def test_command_prints_the_summary_last_and_exits_0_when_clean(books: dict[str, Order]) -> None:
     out = StringIO()
     call_command("reconcile", stdout=out)
-    assert out.getvalue().splitlines()[-1].endswith("5 checks, 0 breaks: books reconcile")
+    assert out.getvalue().splitlines()[-1].endswith("6 checks, 0 breaks: books reconcile")
     assert ReconciliationRun.objects.get().triggered_by == "command"
 
 
@@ -468,7 +468,7 @@ def test_command_lists_breaks_and_exits_1(books: dict[str, Order]) -> None:
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("break #")
     assert "order_fill_mismatch" in lines[0]
-    assert lines[-1].endswith("5 checks, 1 break: 1 order_fill_mismatch")
+    assert lines[-1].endswith("6 checks, 1 break: 1 order_fill_mismatch")
 
 
 def test_nightly_task_runs_reconciliation_on_the_reporting_queue(market: Market) -> None:
@@ -506,7 +506,7 @@ def test_admin_run_now_button_runs_and_reports(books: dict[str, Order], admin_cl
     assert run.triggered_by == "admin:admin"
     assert response.redirect_chain[-1][0] == reverse("admin:reporting_reconciliationrun_change", args=[run.pk])
     assert [str(message) for message in response.context["messages"]] == [
-        f"Clean: 0 breaks (reconciliation #{run.pk}: 5 checks, 0 breaks: books reconcile)."
+        f"Clean: 0 breaks (reconciliation #{run.pk}: 6 checks, 0 breaks: books reconcile)."
     ]
 
     # and with a break, the message counts it; a GET does not run anything
