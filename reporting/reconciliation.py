@@ -11,7 +11,8 @@ per missing execution, per execution whose broker trades differ, per pool whose 
 those, per unbalanced asset, per customer, per holding, per account whose folded balance is not its
 entries). Checks compare different pairs of records, so one bad row can rightly fail two of them: a
 tampered *customer* cash entry both unbalances the ledger and breaks that customer's cash; a tampered
-house entry (fee income, venue clearing) only unbalances the ledger.
+house entry (fee income, venue clearing) unbalances the ledger only, and its account's folded balance
+too once the entry has been folded into it.
 
 Corrections (`orders.services.trade_correct`) are part of the story: a busted trade and its busted
 execution count for nothing, an amended one at its current version.

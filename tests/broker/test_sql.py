@@ -221,6 +221,32 @@ def test_insert_rows_writes_what_bulk_create_writes_and_reads_the_new_ids_back(m
         assert row_a.created_at is not None
 
 
+def test_insert_rows_leaves_a_database_default_to_the_database_and_reads_it_back(market: Market) -> None:
+    # given two orders (the gateway sequence is the column's database default, nextval)
+    first = place(quantity=10, price="250.00", timeInForce="Day")
+    template = Order.objects.get(pk=first.pk)
+    rows = [
+        Order(
+            customer_id=template.customer_id,
+            ticker_id=template.ticker_id,
+            direction=template.direction,
+            order_type=template.order_type,
+            quantity=5 + n,
+            price=template.price,
+        )
+        for n in range(2)
+    ]
+
+    # when they are inserted together
+    insert_rows(Order, rows)
+
+    # then each has the id and the sequence the database gave it, in the rows' order, after the first one
+    stored = {order.pk: order.sequence for order in Order.objects.filter(pk__in=[row.pk for row in rows])}
+    assert stored == {row.pk: row.sequence for row in rows}
+    assert first.sequence < rows[0].sequence < rows[1].sequence
+    assert [Order.objects.get(pk=row.pk).quantity for row in rows] == [5, 6]
+
+
 def test_insert_rows_takes_rows_with_their_own_ids_and_refuses_an_unsaved_relation(market: Market) -> None:
     from django.db import connection
 

@@ -24,7 +24,7 @@ from reporting import aggregation
 from reporting.models import BreakKind, CustomerDay, PositionSnapshot, RunStatus, TickerDay
 from reporting.reconciliation import reconciliation_run
 from settlement import services as settlement_services
-from settlement.models import AccountKind, LedgerEntry
+from settlement.models import Account, AccountKind, LedgerEntry
 from settlement.selectors import cash_balance, holdings
 from tests.conftest import make_pools, make_ticker, place, staff_client
 from tests.integration.conftest import Stack, wait_until_quiet
@@ -107,11 +107,15 @@ def test_a_randomized_day_keeps_every_invariant(stack: Stack) -> None:
     # and every customer's activities add up to its cash and shares
     _assert_activities_match_the_books()
 
-    # when one ledger entry is tampered with and one venue execution goes missing
+    # when one ledger entry, already folded into its account's balance, is tampered with and one venue
+    # execution goes missing
     fee_entry = LedgerEntry.objects.filter(account__kind=AccountKind.FEE_INCOME).order_by("pk").first()
     execution = Execution.objects.filter(busted=False, trades__isnull=False).order_by("pk").first()
     assert fee_entry is not None
     assert execution is not None
+    for _ in range(2):  # the day is quiet: one pass notes what the next one folds
+        settlement_services.ledger_fold()
+    assert Account.objects.get(pk=fee_entry.account_id).folded_upto >= fee_entry.pk
     with transaction.atomic(), connection.cursor() as cursor:
         # the ledger refuses UPDATE and a trade's execution is protected: bypass both, as a bad actor would
         cursor.execute("SET LOCAL session_replication_role = replica")
@@ -119,10 +123,15 @@ def test_a_randomized_day_keeps_every_invariant(stack: Stack) -> None:
         cursor.execute("DELETE FROM pools_execution WHERE id = %s", [execution.pk])
     tampered = reconciliation_run(triggered_by="test")
 
-    # then reconciliation reports exactly those two breaks
+    # then reconciliation reports exactly those breaks: the entry both unbalances the ledger and no longer
+    # adds up to its account's folded balance
     assert tampered.status == RunStatus.BREAKS
     kinds = sorted(tampered.breaks.values_list("kind", flat=True))
-    assert kinds == [BreakKind.LEDGER_UNBALANCED, BreakKind.TRADE_WITHOUT_EXECUTION]
+    assert kinds == [
+        BreakKind.FOLDED_BALANCE_MISMATCH,
+        BreakKind.LEDGER_UNBALANCED,
+        BreakKind.TRADE_WITHOUT_EXECUTION,
+    ]
     connection.close()
 
 
