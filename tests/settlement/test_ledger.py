@@ -181,3 +181,39 @@ def test_ledger_entries_cannot_be_changed_or_deleted(market: Market) -> None:
         LedgerEntry.objects.filter(pk=entry.pk).update(amount=Decimal("1"))
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         LedgerEntry.objects.filter(pk=entry.pk).delete()
+
+
+def test_accounts_are_found_by_their_whole_key_and_created_once(market: Market) -> None:
+    # given the market's accounts (every customer's cash and COIN shares, the venues' and the house's)
+    customers = market["customers"]
+    a, b = customers["000003"].pk, customers["000004"].pk
+    pool = next(iter(market["pools"].values())).pk
+    wanted: list[settlement_services.AccountKey] = [
+        (AccountKind.CUSTOMER_CASH, a, None, "USD"),
+        (AccountKind.CUSTOMER_SECURITIES, b, None, "COIN"),
+        (AccountKind.CUSTOMER_SECURITIES, b, None, "NEWCO"),  # none yet: created
+        (AccountKind.VENUE_CLEARING, None, pool, "USD"),
+        (AccountKind.FEE_INCOME, None, None, "USD"),
+    ]
+    existing = [
+        key
+        for key in wanted
+        if Account.objects.filter(kind=key[0], customer_id=key[1], pool_id=key[2], asset=key[3]).exists()
+    ]
+    assert (AccountKind.CUSTOMER_SECURITIES, b, None, "COIN") in existing
+    before = Account.objects.count()
+
+    # when they are asked for (the customers and the house have other accounts in these assets too)
+    found = settlement_services._accounts(wanted)
+
+    # then exactly these come back, each the account of its own key, and only the missing ones were created
+    assert set(found) == set(wanted)
+    for (kind, customer_id, pool_id, asset), account in found.items():
+        assert (account.kind, account.customer_id, account.pool_id, account.asset) == (
+            kind,
+            customer_id,
+            pool_id,
+            asset,
+        )
+    assert Account.objects.count() == before + len(wanted) - len(existing)
+    assert settlement_services._accounts(wanted) == found
