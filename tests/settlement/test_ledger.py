@@ -195,11 +195,8 @@ def test_accounts_are_found_by_their_whole_key_and_created_once(market: Market) 
         (AccountKind.VENUE_CLEARING, None, pool, "USD"),
         (AccountKind.FEE_INCOME, None, None, "USD"),
     ]
-    existing = [
-        key
-        for key in wanted
-        if Account.objects.filter(kind=key[0], customer_id=key[1], pool_id=key[2], asset=key[3]).exists()
-    ]
+    have = {(acc.kind, acc.customer_id, acc.pool_id, acc.asset) for acc in Account.objects.all()}
+    existing = [key for key in wanted if key in have]
     assert (AccountKind.CUSTOMER_SECURITIES, b, None, "COIN") in existing
     before = Account.objects.count()
 
