@@ -25,7 +25,7 @@ from django.db import connection, transaction
 from broker.models import Customer
 from orders import outbox, streaming
 from orders.models import StreamEvent
-from orders.sequencer import Sequencer, wake
+from orders.sequencer import GroupPublisher, Sequencer, wake
 from tests.conftest import Market, staff_client
 from tests.stack import wait_for
 from tests.streams import JOIN_SECONDS, all_numbered
@@ -212,6 +212,32 @@ def test_the_sequencer_publishes_each_group_a_chain_of_ranges(market: Market, se
     assert [event_id for m in messages for event_id, _ in m["events"]] == [p["eventId"] for p in sent]
     assert all(m["after"] < event_id <= m["upto"] for m in messages for event_id, _ in m["events"])
     assert {p["order"]["note"] for p in sent} == {f"000002-{n}" for n in range(2)}
+
+
+def test_the_pipelined_publisher_reaches_the_layers_subscribers_in_order() -> None:
+    # The sequencer publishes with its own Redis client (GroupPublisher), as the pub/sub layer would:
+    # under these settings it must be the one in use, and what it sends must arrive through the layer.
+    layer: Any = get_channel_layer()
+    publisher = GroupPublisher.for_layer(layer)
+    assert publisher is not None
+    group = streaming.customer_group("publisher-test")
+    sent = [
+        (group, {"type": streaming.MESSAGE_TYPE, "after": n, "upto": n + 1, "events": [[n + 1, "{}"]]})
+        for n in range(3)
+    ]
+
+    async def run() -> list[dict[str, Any]]:
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        try:
+            await asyncio.to_thread(publisher.send, sent)
+            return [await asyncio.wait_for(layer.receive(channel), 10) for _ in sent]  # a guard, not a timing
+        finally:
+            await layer.group_discard(group, channel)
+
+    received = async_to_sync(run)()
+    assert [message["after"] for message in received] == [0, 1, 2]
+    assert [message["events"] for message in received] == [[[1, "{}"]], [[2, "{}"]], [[3, "{}"]]]
 
 
 def _record(customer_pk: int, note: str) -> None:
