@@ -6,7 +6,10 @@ from typing import Any
 
 from celery import Celery, signals
 
+from broker import kombu_redis
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "broker.settings")
+kombu_redis.install()  # one redis-py client per kombu channel (broker/kombu_redis.py)
 
 app = Celery("broker")
 app.config_from_object("django.conf:settings", namespace="CELERY")
